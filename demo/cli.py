@@ -1,0 +1,293 @@
+"""Command line interface: ``python -m demo <command> ...`` (layer 5).
+
+Each subcommand is one small ``_cmd_*`` function that parses nothing itself: it calls the library
+and prints the outcome. Commands are listed in :data:`COMMANDS`; adding one (``generate``, ``video``,
+``interpolate``, ``dataset``, ``invert``, ``train-encoder``) means writing an ``_add_*`` function for
+its options, a ``_cmd_*`` function, and one :class:`Command` row.
+
+Only this module prints. A :class:`~demo.errors.DemoError` becomes ``error: <message>`` on stderr
+and exit status 2; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from demo.errors import CheckpointError, DemoError
+from demo.progress import ProgressFn
+from demo.weights import registry
+
+PROG = "python -m demo"
+EXIT_USER_ERROR = 2
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name, one-line help, option builder and runner."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    description: str = ""
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[ProgressFn]:
+    """A tqdm bar on stderr driven by a library ``ProgressFn`` (fraction in [0, 1], message).
+
+    The bar appears on the first report, so a command that fails at once prints only its error.
+    """
+    from tqdm import tqdm
+
+    steps = 1000
+    bars: list[tqdm] = []
+
+    def update(fraction: float, message: str) -> None:
+        if not bars:
+            bars.append(
+                tqdm(total=steps, file=sys.stderr, bar_format="{percentage:3.0f}%|{bar:30}| {desc}", leave=False)
+            )
+        bar = bars[0]
+        bar.n = round(fraction * steps)
+        bar.set_description_str(message, refresh=False)
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        for bar in bars:
+            bar.close()
+
+
+def _format_size(size_bytes: int | None) -> str:
+    return "?" if size_bytes is None else f"{size_bytes / 1e6:.1f} MB"
+
+
+def _is_converted(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "generator.safetensors").is_file()
+
+
+def _sha256_arg(value: str) -> str:
+    value = value.strip().lower()
+    if len(value) != 64 or any(ch not in "0123456789abcdef" for ch in value):
+        raise argparse.ArgumentTypeError("expected 64 hexadecimal digits")
+    return value
+
+
+def _convert(source: Path, out_dir: Path | None, checkpoint_id: str | None, sha256: str | None, key: str) -> Path:
+    # Imported here: the converter pulls in torch and the networks, which `models` does not need.
+    from demo.weights import store
+
+    with _progress_bar() as progress:
+        return store.convert_checkpoint(
+            source, out_dir, checkpoint_id=checkpoint_id, expected_sha256=sha256, key=key, progress=progress
+        )
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+
+def _add_models(parser: argparse.ArgumentParser) -> None:
+    del parser  # no options
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    del args
+    rows = [("id", "file", "size", "local", "licence")]
+    for entry in registry.list_entries():
+        converted = _is_converted(registry.converted_dir(entry.id))
+        downloaded = registry.original_path(entry.id).is_file()
+        local = "converted" if converted else "downloaded" if downloaded else "-"
+        rows.append((entry.id, entry.file_name, _format_size(entry.size_bytes), local, entry.licence))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    print(f"\ncheckpoints folder: {registry.checkpoints_dir()}")
+    licence_urls = sorted({entry.licence_url for entry in registry.list_entries()})
+    print("licence text: " + ", ".join(licence_urls))
+    return 0
+
+
+# --- download -------------------------------------------------------------------------------------
+
+
+def _add_download(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", metavar="ID", help="checkpoint id, see `python -m demo models`")
+    parser.add_argument("--no-convert", action="store_true", help="only fetch the official pickle; do not convert it")
+    parser.add_argument(
+        "--token",
+        default=None,
+        metavar="TOKEN",
+        help=f"Hugging Face token for gated mirrors (default: ${registry.HF_TOKEN_ENV} or a stored login)",
+    )
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    entry = registry.get_entry(args.id)
+    print(f"{entry.id}: {entry.description}\nlicence: {entry.licence} ({entry.licence_url})", file=sys.stderr)
+    with _progress_bar() as progress:
+        path = registry.download(entry.id, progress=progress, token=args.token)
+    print(f"downloaded {path}")
+    if args.no_convert:
+        return 0
+    folder = _convert(path, registry.converted_dir(entry.id), entry.id, entry.sha256, "G_ema")
+    print(f"converted to {folder}")
+    return 0
+
+
+# --- convert --------------------------------------------------------------------------------------
+
+
+def _add_convert(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "source",
+        metavar="PKL_OR_ID",
+        help="an official snapshot .pkl, or a registry id whose pickle is already in checkpoints/original/",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="output folder (default: checkpoints/<ID>/)"
+    )
+    parser.add_argument(
+        "--id",
+        dest="checkpoint_id",
+        default=None,
+        metavar="ID",
+        help="registry id to record (default: guessed from the file name)",
+    )
+    parser.add_argument(
+        "--sha256",
+        type=_sha256_arg,
+        default=None,
+        metavar="HEX",
+        help="refuse the file unless its sha256 is this (64 hex digits)",
+    )
+    parser.add_argument(
+        "--key", default="G_ema", metavar="NAME", help="snapshot entry holding the generator (default: G_ema)"
+    )
+
+
+def _resolve_convert_source(args: argparse.Namespace) -> tuple[Path, str | None, str | None]:
+    """(pickle path, checkpoint id or None, expected sha256 or None) for ``convert``."""
+    if args.source in {entry.id for entry in registry.list_entries()}:
+        entry = registry.get_entry(args.source)
+        path = registry.original_path(entry.id)
+        if not path.is_file():
+            raise CheckpointError(
+                f"{entry.id} is not downloaded: {path} does not exist. "
+                f"Run `{PROG} download {entry.id}`, or pass the path of {entry.file_name} to convert."
+            )
+        return path, args.checkpoint_id or entry.id, args.sha256 or entry.sha256
+    path = Path(args.source).expanduser()
+    checkpoint_id = args.checkpoint_id
+    if checkpoint_id is None:
+        match = registry.find_entry_by_file_name(path.name)
+        checkpoint_id = match.id if match is not None else None
+    sha256 = args.sha256
+    if sha256 is None and checkpoint_id is not None:
+        with contextlib.suppress(CheckpointError):  # an id outside the registry is allowed
+            sha256 = registry.get_entry(checkpoint_id).sha256
+    return path, checkpoint_id, sha256
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    path, checkpoint_id, sha256 = _resolve_convert_source(args)
+    out_dir = args.out
+    if out_dir is None and checkpoint_id is not None:
+        out_dir = registry.checkpoints_dir() / checkpoint_id
+    folder = _convert(path, out_dir, checkpoint_id, sha256, args.key)
+    print(f"converted {path} to {folder}")
+    return 0
+
+
+# --- registration ---------------------------------------------------------------------------------
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "models",
+        "list known checkpoints and whether they are here",
+        _add_models,
+        _cmd_models,
+        "List the checkpoints in the registry with file name, size, licence and local state.",
+    ),
+    Command(
+        "download",
+        "fetch an official checkpoint and convert it",
+        _add_download,
+        _cmd_download,
+        "Download an official checkpoint into checkpoints/original/ (resumable; tries each known source) "
+        "and convert it into checkpoints/<ID>/. Offline, the error says where to put the file by hand.",
+    ),
+    Command(
+        "convert",
+        "convert an official .pkl into our safetensors folder",
+        _add_convert,
+        _cmd_convert,
+        "Read an official EG3D snapshot without running any code from it and write config.json + "
+        "generator.safetensors. Run once; the app and the other commands load only the converted folder.",
+    ),
+)
+
+_EPILOG = f"""examples:
+  {PROG} models
+  {PROG} download eg3d-ffhqrebalanced512-128
+  {PROG} convert ~/Downloads/ffhq512-128.pkl
+  {PROG} convert eg3d-ffhq512-128 --out /tmp/ffhq
+
+Checkpoints live in $DEMO_CHECKPOINTS_DIR if set, else in checkpoints/ beside the demo package.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with one subparser per row of :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="3D Face Studio: EG3D generators from official checkpoints, run by our own code.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.description or command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def _configure_logging(verbosity: int) -> None:
+    # Only our own loggers: third-party libraries (huggingface_hub) keep their own handlers, and the
+    # root logger stays untouched for whoever embeds main().
+    logger = logging.getLogger("demo")
+    logger.setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+    if not any(getattr(handler, "_demo_cli", False) for handler in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler._demo_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return the exit status (0 ok, 2 for a user-fixable error or bad usage)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help and usage errors: argparse has already printed
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
+    _configure_logging(args.verbose)
+    try:
+        return args.run(args)
+    except DemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR

@@ -1,0 +1,50 @@
+"""Volume rendering by alpha compositing (Mip-NeRF style midpoint quadrature, as in EG3D).
+
+For consecutive samples k, k+1 along a ray with depths t, densities sigma and features c:
+
+    delta_k = t_{k+1} - t_k,   sigma'_k = softplus((sigma_k + sigma_{k+1}) / 2 - 1)
+    alpha_k = 1 - exp(-sigma'_k * delta_k)
+    T_k     = prod_{j<k} (1 - alpha_j + 1e-10)
+    w_k     = alpha_k * T_k
+    C       = sum_k w_k * (c_k + c_{k+1}) / 2          (+ (1 - sum_k w_k) on a white background)
+    depth   = sum_k w_k * (t_k + t_{k+1}) / 2 / sum_k w_k
+
+C is then mapped from [0, 1] to [-1, 1] (C * 2 - 1). depth is the expected distance along the unit
+ray direction (not camera z); rays with no weight (NaN) become +inf and every depth is clamped to
+[min t, max t] taken over the whole batch, as the official renderer does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def composite(
+    colors: torch.Tensor, sigmas: torch.Tensor, depths: torch.Tensor, *, white_background: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Composite samples along rays.
+
+    Args:
+        colors: (B, M, S, C) features per sample.
+        sigmas: (B, M, S, 1) raw densities (before softplus(x - 1)).
+        depths: (B, M, S, 1) sorted sample depths.
+    Returns:
+        features (B, M, C) in [-1, 1] (roughly), depth (B, M, 1), weights (B, M, S - 1, 1).
+    """
+    deltas = depths[:, :, 1:] - depths[:, :, :-1]
+    colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
+    sigmas_mid = (sigmas[:, :, :-1] + sigmas[:, :, 1:]) / 2
+    depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
+    density = F.softplus(sigmas_mid - 1)
+    alpha = 1 - torch.exp(-density * deltas)
+    shifted = torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], -2)
+    weights = alpha * torch.cumprod(shifted, -2)[:, :, :-1]
+    features = torch.sum(weights * colors_mid, -2)
+    total = weights.sum(2)
+    depth = torch.sum(weights * depths_mid, -2) / total
+    depth = torch.nan_to_num(depth, float("inf"))
+    depth = torch.clamp(depth, torch.min(depths), torch.max(depths))
+    if white_background:
+        features = features + 1 - total
+    return features * 2 - 1, depth, weights

@@ -1,0 +1,59 @@
+"""Shared fixtures: the tiny random generator and the official-format reference fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from demo.config import GeneratorConfig
+from demo.weights.store import build_tiny_generator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
+EG3D_REFERENCE = REFERENCE_DIR / "eg3d"
+
+
+def require_reference(name: str) -> Path:
+    """Path of a file in ../shared/reference/eg3d, or skip the test saying why."""
+    path = EG3D_REFERENCE / name
+    if not path.is_file():
+        pytest.skip(f"reference fixture {path} is absent (the ../shared checkout is needed for parity tests)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    yield
+
+
+@pytest.fixture
+def tiny_config() -> GeneratorConfig:
+    return GeneratorConfig.tiny()
+
+
+@pytest.fixture
+def tiny_generator():
+    return build_tiny_generator(seed=0)
+
+
+@pytest.fixture(scope="session")
+def eg3d_expected() -> dict[str, np.ndarray]:
+    path = require_reference("tiny_ffhq_expected.npz")
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="session")
+def official_tiny_pickle() -> Path:
+    return require_reference("tiny_ffhq_structure.pkl")
+
+
+@pytest.fixture(scope="session")
+def official_tiny_generator(official_tiny_pickle):
+    from demo.weights.store import load_generator
+
+    return load_generator(official_tiny_pickle)
