@@ -39,6 +39,9 @@ def stratified_depths(
     if disparity_space:
         depths = torch.linspace(0, 1, num_samples, device=device).reshape(1, 1, num_samples, 1).repeat(batch, num_rays, 1, 1)
         depths = depths + _uniform(depths.shape, depths, rng) * (1.0 / (num_samples - 1))
+        if isinstance(ray_start, torch.Tensor):
+            # Per-ray limits (B, M, 1) broadcast over samples; the official code mis-broadcasts here.
+            ray_start, ray_end = ray_start.unsqueeze(2), ray_end.unsqueeze(2)
         return 1.0 / (1.0 / ray_start * (1.0 - depths) + 1.0 / ray_end * depths)
     if isinstance(ray_start, torch.Tensor):
         steps = torch.arange(num_samples, dtype=torch.float32, device=device) / (num_samples - 1)

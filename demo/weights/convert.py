@@ -182,3 +182,65 @@ def _group_by_prefix(names: list[str]) -> str:
         groups[prefix].append(leaf)
     shown = [f"{prefix or '<root>'}.{{{','.join(leaves)}}}" for prefix, leaves in sorted(groups.items())[:6]]
     return ", ".join(shown) + (" ..." if len(groups) > 6 else "")
+
+
+def official_kwargs(config: GeneratorConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The inverse of :func:`config_from_official`: (init_kwargs, instance attributes) of an official generator.
+
+    Used to write official-format snapshots of our models (tests, interoperability with tools that
+    expect the official layout). Only configurations the official classes can express round-trip.
+    """
+    mapping, synthesis, render, superres = config.mapping, config.synthesis, config.render, config.superres
+    rendering = {
+        "image_resolution": superres.image_resolution,
+        "disparity_space_sampling": render.disparity_space_sampling,
+        "clamp_mode": render.clamp_mode,
+        "superresolution_module": f"training.superresolution.{_SR_PREFIX}{superres.variant}",
+        "c_gen_conditioning_zero": config.conditioning_zero,
+        "c_scale": config.c_scale,
+        "superresolution_noise_mode": superres.noise_mode,
+        "decoder_lr_mul": render.decoder_lr_multiplier,
+        "sr_antialias": superres.antialias,
+        "depth_resolution": render.depth_samples,
+        "depth_resolution_importance": render.importance_samples,
+        "ray_start": render.ray_start,
+        "ray_end": render.ray_end,
+        "box_warp": render.box_warp,
+        "white_back": render.white_background,
+        "density_noise": render.density_noise,
+        "avg_camera_radius": config.avg_camera_radius,
+        "avg_camera_pivot": list(config.avg_camera_pivot),
+        **config.extras,
+    }
+    mapping_kwargs: dict[str, Any] = {"num_layers": mapping.num_layers}
+    for key in ("embed_features", "layer_features"):
+        if getattr(mapping, key) is not None:
+            mapping_kwargs[key] = getattr(mapping, key)
+    if mapping.lr_multiplier != 0.01:
+        mapping_kwargs["lr_multiplier"] = mapping.lr_multiplier
+    init_kwargs = {
+        "z_dim": mapping.z_dim,
+        "w_dim": mapping.w_dim,
+        "mapping_kwargs": mapping_kwargs,
+        "channel_base": synthesis.channel_base,
+        "channel_max": synthesis.channel_max,
+        "fused_modconv_default": "inference_only",
+        "rendering_kwargs": rendering,
+        "num_fp16_res": synthesis.num_fp16_res,
+        "sr_num_fp16_res": superres.num_fp16_res,
+        "sr_kwargs": {"channel_base": synthesis.channel_base, "channel_max": synthesis.channel_max, "fused_modconv_default": "inference_only"},
+        "conv_clamp": synthesis.conv_clamp,
+        "c_dim": mapping.c_dim,
+        "img_resolution": superres.image_resolution,
+        "img_channels": 3,
+    }
+    attributes = {
+        "z_dim": mapping.z_dim,
+        "c_dim": mapping.c_dim,
+        "w_dim": mapping.w_dim,
+        "img_resolution": superres.image_resolution,
+        "img_channels": 3,
+        "neural_rendering_resolution": render.neural_rendering_resolution,
+        "rendering_kwargs": dict(rendering),
+    }
+    return init_kwargs, attributes
