@@ -19,6 +19,9 @@ from typing import Any, Literal
 #: Feature channels per plane. Hard-coded to 32 in the official generator (3 planes x 32 = 96).
 PLANE_CHANNELS = 32
 
+#: Importance sampling reads the interior D - 3 smoothed coarse weights, so it needs D >= 4.
+MIN_DEPTH_SAMPLES_FOR_IMPORTANCE = 4
+
 SuperResVariant = Literal["2X", "4X", "8X", "8XDC"]
 NoiseMode = Literal["const", "random", "none"]
 
@@ -148,6 +151,11 @@ class RenderConfig:
     def __post_init__(self) -> None:
         _check(self.neural_rendering_resolution > 0, "neural_rendering_resolution", "must be > 0")
         _check(self.depth_samples >= 2, "depth_samples", "must be >= 2")
+        _check(
+            self.importance_samples == 0 or self.depth_samples >= MIN_DEPTH_SAMPLES_FOR_IMPORTANCE,
+            "depth_samples",
+            f"must be >= {MIN_DEPTH_SAMPLES_FOR_IMPORTANCE} when importance_samples > 0",
+        )
         _check(self.importance_samples >= 0, "importance_samples", "must be >= 0")
         _check(self.box_warp > 0, "box_warp", "must be > 0")
         auto = (self.ray_start == "auto", self.ray_end == "auto")

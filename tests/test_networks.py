@@ -48,7 +48,6 @@ def _single_thread():
     torch.set_num_threads(previous)
 
 
-
 def labels(batch: int = 1) -> torch.Tensor:
     yaws = torch.tensor([0.0, 0.4, -0.3, 0.2][:batch])
     pitches = torch.tensor([0.0, -0.2, 0.1, 0.15][:batch])
@@ -161,7 +160,9 @@ def test_modulated_conv2d_matches_unfused_reference(up, demodulate):
     x = torch.randn(3, 4, 5, 5, generator=gen)
     weight = torch.randn(6, 4, 3, 3, generator=gen)
     styles = torch.randn(3, 4, generator=gen) + 1
-    y = modulated_conv2d(x, weight, styles, demodulate=demodulate, up=up, resample_filter=binomial_filter() if up else None)
+    y = modulated_conv2d(
+        x, weight, styles, demodulate=demodulate, up=up, resample_filter=binomial_filter() if up else None
+    )
     reference = reference_modulated_conv(x, weight, styles, demodulate=demodulate, up=up)
     assert y.shape == ((3, 6, 10, 10) if up else (3, 6, 5, 5))
     torch.testing.assert_close(y, reference, atol=1e-5, rtol=1e-5)
@@ -205,7 +206,9 @@ def test_modulated_conv2d_demodulated_weight_has_unit_norm():
     energy = y.square().sum(dim=[0, 2, 3])
     torch.testing.assert_close(energy, torch.ones(out_channels), atol=1e-5, rtol=1e-5)
     raw = modulated_conv2d(x, weight, styles, demodulate=False)
-    torch.testing.assert_close(raw.square().sum(dim=[0, 2, 3]), (weight * style[:, :, None, None]).square().sum(dim=[1, 2, 3]))
+    torch.testing.assert_close(
+        raw.square().sum(dim=[0, 2, 3]), (weight * style[:, :, None, None]).square().sum(dim=[1, 2, 3])
+    )
 
 
 def test_modulated_conv2d_float16_path_matches_float32():
@@ -262,7 +265,9 @@ def test_mapping_matches_manual_computation(tiny_generator):
     x = torch.cat([normalize_2nd_moment(z), normalize_2nd_moment(mapping.embed(c))], dim=1)
     for index in range(2):
         layer = getattr(mapping, f"fc{index}")
-        x = F.leaky_relu(x @ (layer.weight * 0.01 / math.sqrt(layer.in_features)).T + layer.bias * 0.01, 0.2) * math.sqrt(2)
+        x = F.leaky_relu(
+            x @ (layer.weight * 0.01 / math.sqrt(layer.in_features)).T + layer.bias * 0.01, 0.2
+        ) * math.sqrt(2)
     torch.testing.assert_close(ws, x[:, None].expand(-1, tiny_generator.num_ws, -1), atol=1e-5, rtol=1e-5)
     # z is cast to float32; float64 input gives the same ws.
     torch.testing.assert_close(tiny_generator.mapping(z.double(), c), ws)
@@ -309,7 +314,7 @@ def test_decoder_reference_and_range(tiny_generator):
     torch.testing.assert_close(sigma, out[..., :1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(rgb, torch.sigmoid(out[..., 1:]) * 1.002 - 0.001, atol=1e-6, rtol=1e-5)
     # Planes are averaged: their order does not matter.
-    sigma_perm, rgb_perm = decoder(features[:, [2, 0, 1]])
+    sigma_perm, _ = decoder(features[:, [2, 0, 1]])
     torch.testing.assert_close(sigma_perm, sigma, atol=1e-5, rtol=1e-5)
     huge = decoder(torch.randn(1, 3, 50, 32, generator=seeded(11)) * 1e4)[1]
     assert huge.min() >= -0.001 - 1e-6 and huge.max() <= 1.001 + 1e-6
@@ -380,7 +385,7 @@ def test_batch_equals_singles(tiny_generator, constant_jitter):
     # batch-major), so the renders differ; with a fixed jitter every item must match its single.
     c = labels(2)
     ws = tiny_generator.mapping(latents(2), c)
-    counts = dict(depth_samples=5, importance_samples=4)
+    counts = {"depth_samples": 5, "importance_samples": 4}
     batched = tiny_generator.synthesis(ws, c, **counts)
     for b in range(2):
         single = tiny_generator.synthesis(ws[b : b + 1], c[b : b + 1], **counts)
@@ -402,18 +407,18 @@ def test_synthesis_does_not_mutate_the_module(tiny_generator):
     assert tiny_generator.config == config
     after = tiny_generator.state_dict()
     assert before.keys() == after.keys()
-    for key in before:
-        assert torch.equal(before[key], after[key]), key
-    assert tiny_generator.synthesis(ws, labels(1), rng=seeded(0), depth_samples=2, importance_samples=0)["image_raw"].shape == (
-        1,
-        3,
-        16,
-        16,
-    )
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), key
+    default = tiny_generator.synthesis(ws, labels(1), rng=seeded(0), depth_samples=2, importance_samples=0)
+    assert default["image_raw"].shape == (1, 3, 16, 16)  # the override did not stick
 
 
 def test_noise_modes(tiny_generator):
-    strengths = [p for name, p in tiny_generator.named_parameters() if name.startswith("backbone") and name.endswith("noise_strength")]
+    strengths = [
+        p
+        for name, p in tiny_generator.named_parameters()
+        if name.startswith("backbone") and name.endswith("noise_strength")
+    ]
     assert any(float(s) != 0 for s in strengths)
     ws = tiny_generator.mapping(latents(1), labels(1))
     planes = {
@@ -437,9 +442,15 @@ def test_noise_modes(tiny_generator):
     with pytest.raises(ValueError, match="noise_mode"):
         tiny_generator.planes(ws, noise_mode="bogus")
     # Through synthesis: 'random' is deterministic for a seed and differs from 'const'.
-    r1 = tiny_generator.synthesis(ws, labels(1), noise_mode="random", rng=seeded(9), depth_samples=3, importance_samples=0)
-    r2 = tiny_generator.synthesis(ws, labels(1), noise_mode="random", rng=seeded(9), depth_samples=3, importance_samples=0)
-    k = tiny_generator.synthesis(ws, labels(1), noise_mode="const", rng=seeded(9), depth_samples=3, importance_samples=0)
+    r1 = tiny_generator.synthesis(
+        ws, labels(1), noise_mode="random", rng=seeded(9), depth_samples=3, importance_samples=0
+    )
+    r2 = tiny_generator.synthesis(
+        ws, labels(1), noise_mode="random", rng=seeded(9), depth_samples=3, importance_samples=0
+    )
+    k = tiny_generator.synthesis(
+        ws, labels(1), noise_mode="const", rng=seeded(9), depth_samples=3, importance_samples=0
+    )
     assert torch.equal(r1["image"], r2["image"])
     assert not torch.allclose(r1["image"], k["image"])
 
@@ -488,7 +499,9 @@ def test_c_scale_scales_the_label(tiny_generator):
 
 def test_white_background_of_an_empty_field(tiny_generator):
     config = tiny_generator.config
-    white = same_weights(dataclasses.replace(config, render=dataclasses.replace(config.render, white_background=True)), tiny_generator)
+    white = same_weights(
+        dataclasses.replace(config, render=dataclasses.replace(config.render, white_background=True)), tiny_generator
+    )
     black = same_weights(config, tiny_generator)
     for model in (white, black):
         with torch.no_grad():
@@ -496,7 +509,7 @@ def test_white_background_of_an_empty_field(tiny_generator):
             model.decoder.net[2].bias[0] = -1e4  # sigma = -1e4 everywhere: nothing to see
     ws = tiny_generator.mapping(latents(1), labels(1))
     planes = tiny_generator.planes(ws)
-    counts = dict(depth_samples=5, importance_samples=3, planes=planes, return_extras=True)
+    counts = {"depth_samples": 5, "importance_samples": 3, "planes": planes, "return_extras": True}
     out_white = white.synthesis(ws, labels(1), **counts)
     out_black = black.synthesis(ws, labels(1), **counts)
     assert torch.all(out_white["image_raw"] == 1.0)
@@ -527,7 +540,9 @@ def test_sample_mixed_is_the_field_synthesis_renders(tiny_generator, constant_ji
     field = tiny_generator.sample_mixed(points, None, ws2)
     assert field["sigma"].shape == (2, 40, 1) and field["rgb"].shape == (2, 40, 32)
     assert field["rgb"].min() >= -0.001 - 1e-6 and field["rgb"].max() <= 1.001 + 1e-6
-    torch.testing.assert_close(tiny_generator.sample_mixed(points, None, ws2, planes=tiny_generator.planes(ws2))["sigma"], field["sigma"])
+    torch.testing.assert_close(
+        tiny_generator.sample_mixed(points, None, ws2, planes=tiny_generator.planes(ws2))["sigma"], field["sigma"]
+    )
     sampled = tiny_generator.sample(points, torch.zeros_like(points), latents(2), labels(2))
     torch.testing.assert_close(sampled["sigma"], field["sigma"])
     # Composite sample_mixed along the rays synthesis casts: same raw image and depth.
@@ -537,8 +552,12 @@ def test_sample_mixed_is_the_field_synthesis_renders(tiny_generator, constant_ji
     depths = stratified_depths(1, 256, 6, 2.25, 3.3)
     ray_points = origins[:, :, None] + depths * directions[:, :, None]
     queried = tiny_generator.sample_mixed(ray_points.reshape(1, -1, 3), None, ws)
-    features, depth, _ = composite(queried["rgb"].reshape(1, 256, 6, 32), queried["sigma"].reshape(1, 256, 6, 1), depths)
-    torch.testing.assert_close(out["image_raw"], features[..., :3].permute(0, 2, 1).reshape(1, 3, 16, 16), atol=1e-5, rtol=1e-5)
+    features, depth, _ = composite(
+        queried["rgb"].reshape(1, 256, 6, 32), queried["sigma"].reshape(1, 256, 6, 1), depths
+    )
+    torch.testing.assert_close(
+        out["image_raw"], features[..., :3].permute(0, 2, 1).reshape(1, 3, 16, 16), atol=1e-5, rtol=1e-5
+    )
     torch.testing.assert_close(out["image_depth"], depth.permute(0, 2, 1).reshape(1, 1, 16, 16), atol=1e-5, rtol=1e-5)
 
 
@@ -586,7 +605,9 @@ def test_superres_variants_build_run_and_resize(variant, monkeypatch):
     monkeypatch.setattr(torch.nn.functional, "interpolate", spy)
     for resolution in (16, 8, 24):
         calls.clear()
-        out = model.synthesis(ws, c, resolution, planes=planes, rng=seeded(0), depth_samples=3, importance_samples=0, return_extras=True)
+        out = model.synthesis(
+            ws, c, resolution, planes=planes, rng=seeded(0), depth_samples=3, importance_samples=0, return_extras=True
+        )
         resizes = resolution < 16 or (resolution != 16 and variant != "4X")
         assert calls == ([(16, 16), (16, 16)] if resizes else []), (variant, resolution)
         # 4X keeps a larger feature image, so its output grows with it (the official rule).
@@ -672,24 +693,17 @@ def test_config_invalid_field_through_from_dict():
         GeneratorConfig.from_dict(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason=(
-        "library bug: importance sampling needs depth_samples >= 4 (the pdf uses the interior D - 3 "
-        "smoothed weights), but RenderConfig only checks depth_samples >= 2 and render_rays does not "
-        "check the override, so D = 2 or 3 with importance_samples > 0 dies in torch.gather "
-        "(demo/render/sampling.py _sample_pdf) with 'index 0 is out of bounds' instead of a ValueError"
-    ),
-)
 def test_too_few_depth_samples_for_importance_sampling_is_a_clear_error(tiny_generator):
     ws = tiny_generator.mapping(latents(1), labels(1))
     with pytest.raises(ValueError, match="depth_samples"):
         tiny_generator.synthesis(ws, labels(1), depth_samples=3, importance_samples=2)
+    with pytest.raises(ValueError, match="depth_samples"):
+        RenderConfig(depth_samples=3, importance_samples=4)
+    assert RenderConfig(depth_samples=3, importance_samples=0).depth_samples == 3
 
 
-def test_tiny_config_and_auto_limits():
-    config = GeneratorConfig.tiny()
+def test_tiny_config_and_auto_limits(tiny_config):
+    config = tiny_config
     assert config.num_ws == 8 and config.image_resolution == 32
     assert config.render.neural_rendering_resolution == 16 and config.superres.input_resolution == 16
     assert RenderConfig(ray_start="auto", ray_end="auto").uses_box_limits

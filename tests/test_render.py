@@ -37,7 +37,6 @@ def _single_thread():
     torch.set_num_threads(previous)
 
 
-
 def frontal_camera(batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     cam2world = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
     cam2world[2, 3] = 2.7
@@ -78,6 +77,8 @@ def test_composite_opaque_slab_depth_at_first_slab_midpoint():
     torch.testing.assert_close(depth, torch.full_like(depth, expected_depth.item()))
     torch.testing.assert_close(weights.sum(2), torch.ones(1, 2, 1))
     assert torch.all(weights[:, :, :first] == 0)
+    # Behind an opaque interval the transmittance is the official 1e-10 epsilon, not 0.
+    torch.testing.assert_close(weights[:, :, first + 1], torch.full((1, 2, 1), 1e-10), rtol=1e-3, atol=0)
     # The colour is the midpoint colour of the first opaque interval, then mapped to [-1, 1].
     expected_color = (colors[0, 0, first] + colors[0, 0, first + 1]) / 2 * 2 - 1
     torch.testing.assert_close(features, expected_color.expand(1, 2, 3))
@@ -212,9 +213,7 @@ def test_box_intersection_axis_rays_and_miss():
             [2.0, 0.0, 2.7],  # along -z, beside the box: miss
         ]
     )
-    directions = torch.tensor(
-        [[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]]
-    )
+    directions = torch.tensor([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
     near, far = box_intersection(origins, directions, 1.0)
     assert near.shape == (5, 1) and far.shape == (5, 1)
     torch.testing.assert_close(near.flatten(), torch.tensor([2.2, 2.5, 1.5, -0.5, -1.0]))
@@ -266,7 +265,9 @@ def test_sample_planes_box_warp_scales_coordinates():
     planes = ramp_planes()
     points = torch.tensor([[[0.2, -0.1, 0.3]]])
     torch.testing.assert_close(sample_planes(planes, points, 2.0), sample_planes(planes, points / 2, 1.0))
-    torch.testing.assert_close(sample_planes(planes, points, 2.0), sample_planes(planes, points, 1.0) / 2, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        sample_planes(planes, points, 2.0), sample_planes(planes, points, 1.0) / 2, atol=1e-6, rtol=0
+    )
 
 
 def test_sample_planes_outside_box_is_zero():
@@ -514,7 +515,11 @@ def test_official_density_volume_flip_and_border():
     flipped = original.reshape(n, n, n).flip(0)
     inner = (slice(pad, n - pad),) * 3
     assert torch.equal(volume[inner], flipped[inner])
-    assert volume[pad, pad, pad].item() == flipped[pad, pad, pad].item() == original.reshape(n, n, n)[n - 1 - pad, pad, pad].item()
+    assert (
+        volume[pad, pad, pad].item()
+        == flipped[pad, pad, pad].item()
+        == original.reshape(n, n, n)[n - 1 - pad, pad, pad].item()
+    )
     mask = torch.ones(n, n, n, dtype=torch.bool)
     mask[inner] = False
     assert torch.all(volume[mask] == -1000.0)

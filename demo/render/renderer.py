@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from demo.config import RenderConfig
+from demo.config import MIN_DEPTH_SAMPLES_FOR_IMPORTANCE, RenderConfig
 from demo.render.compositing import composite
 from demo.render.planes import sample_planes
 from demo.render.rays import box_intersection
@@ -72,6 +72,11 @@ def render_rays(
     """
     num_coarse = options.depth_samples if depth_samples is None else depth_samples
     num_fine = options.importance_samples if importance_samples is None else importance_samples
+    if num_coarse < 2 or num_fine < 0 or (num_fine > 0 and num_coarse < MIN_DEPTH_SAMPLES_FOR_IMPORTANCE):
+        raise ValueError(
+            f"depth_samples: got {num_coarse} with importance_samples {num_fine}; need >= 2, "
+            f"and >= {MIN_DEPTH_SAMPLES_FOR_IMPORTANCE} when importance_samples > 0"
+        )
     batch, num_rays, _ = origins.shape
     if options.uses_box_limits:
         ray_start, ray_end = box_intersection(origins, directions, options.box_warp)
