@@ -533,3 +533,17 @@ def test_official_density_volume_small_grid_is_only_flipped():
     sigma = torch.randn(n**3)
     assert official_border_pad(n) == 0
     assert torch.equal(official_density_volume(sigma, n), sigma.reshape(n, n, n).flip(0))
+
+
+def test_alpha_uses_correctly_rounded_exp():
+    """Near-transparent depth depends on exp's last bit; ours must not depend on the CPU's MKL kernel."""
+    from demo.render.compositing import composite
+
+    x = torch.logspace(-9, -2, 4096, dtype=torch.float64).to(torch.float32)
+    depths = torch.stack([torch.zeros_like(x), torch.ones_like(x)], dim=-1).reshape(1, -1, 2, 1)
+    # softplus(s - 1) == x  <=>  s = 1 + log(expm1(x)); build sigmas so both samples have that density.
+    sigma = (1 + torch.log(torch.expm1(x.double()))).to(torch.float32).reshape(1, -1, 1, 1).expand(-1, -1, 2, -1)
+    _, _, weights = composite(torch.zeros(1, x.numel(), 2, 3), sigma.contiguous(), depths)
+    density = torch.nn.functional.softplus(sigma[:, :, :1] - 1)
+    expected = 1 - torch.exp(-(density * 1.0).double()).to(torch.float32)
+    assert torch.equal(weights, expected)

@@ -20,6 +20,20 @@ import torch
 import torch.nn.functional as F
 
 
+def _exp(x: torch.Tensor) -> torch.Tensor:
+    """exp, correctly rounded on CPU.
+
+    On nearly transparent rays alpha = 1 - exp(-x) is a few float32 ulps, so the depth there
+    depends on how exp rounds. torch's CPU exp goes through MKL, whose float32 rounding changes with
+    the CPU's instruction set (AVX-512 kernels differ from AVX2 ones by ~4e-4 in those depths).
+    Computing it in float64 and rounding once gives the same result on every CPU, equal to the
+    official code run on AVX2 machines. CUDA's expf does not depend on the GPU model.
+    """
+    if x.device.type == "cpu" and x.dtype == torch.float32:
+        return torch.exp(x.double()).to(x.dtype)
+    return torch.exp(x)
+
+
 def composite(
     colors: torch.Tensor, sigmas: torch.Tensor, depths: torch.Tensor, *, white_background: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -37,7 +51,7 @@ def composite(
     sigmas_mid = (sigmas[:, :, :-1] + sigmas[:, :, 1:]) / 2
     depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
     density = F.softplus(sigmas_mid - 1)
-    alpha = 1 - torch.exp(-density * deltas)
+    alpha = 1 - _exp(-density * deltas)
     shifted = torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], -2)
     weights = alpha * torch.cumprod(shifted, -2)[:, :, :-1]
     features = torch.sum(weights * colors_mid, -2)
