@@ -24,10 +24,18 @@ def require_reference(name: str) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _deterministic_threads():
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+@pytest.fixture
+def single_thread():
+    """Run a test on one intra-op thread (restored afterwards).
+
+    Results do not depend on it; on a loaded 2-vCPU machine OpenMP with 2 threads made the tiny
+    model about 15x slower (thread hand-offs dominate tensors this small). Use it with
+    ``pytestmark = pytest.mark.usefixtures("single_thread")`` in files of small-tensor tests.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture

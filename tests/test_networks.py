@@ -35,17 +35,7 @@ from demo.render.sampling import stratified_depths
 # --- helpers --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Run these small-tensor tests on one intra-op thread (restored afterwards).
-
-    Results do not depend on it; on a loaded 2-vCPU machine OpenMP with 2 threads made the tiny
-    model about 15x slower (thread hand-offs dominate tensors this small).
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def labels(batch: int = 1) -> torch.Tensor:
