@@ -16,6 +16,7 @@ LAYERS: list[tuple[str, int]] = [
     ("demo.progress", 0),
     ("demo.cameras", 1),
     ("demo.render", 1),
+    ("demo.rng", 1),
     ("demo.networks", 2),
     ("demo.weights", 3),
     ("demo.media", 4),

@@ -26,6 +26,7 @@ from demo.networks.stylegan2 import TriplaneBackbone
 from demo.networks.superres import SuperResolution
 from demo.render.rays import pixel_rays
 from demo.render.renderer import query_field, render_rays
+from demo.rng import Rng
 
 # Keyword arguments of the official methods that have no effect at inference; accepted so ported
 # scripts run unchanged.
@@ -155,7 +156,7 @@ class TriplaneGenerator(nn.Module):
 
     # --- synthesis -----------------------------------------------------------------------------
 
-    def planes(self, ws: torch.Tensor, *, noise_mode: str = "const", rng: torch.Generator | None = None) -> torch.Tensor:
+    def planes(self, ws: torch.Tensor, *, noise_mode: str = "const", rng: Rng = None) -> torch.Tensor:
         """Backbone: ws -> tri-planes (B, 3, 32, R, R). Compute once per identity, render many views."""
         self._check_ws(ws)
         planes = self.backbone.synthesis(ws.to(self.device), noise_mode=noise_mode, rng=rng)
@@ -168,7 +169,7 @@ class TriplaneGenerator(nn.Module):
         neural_rendering_resolution: int | None = None,
         *,
         noise_mode: str = "const",
-        rng: torch.Generator | None = None,
+        rng: Rng = None,
         depth_samples: int | None = None,
         importance_samples: int | None = None,
         planes: torch.Tensor | None = None,
@@ -241,7 +242,7 @@ class TriplaneGenerator(nn.Module):
         truncation_cutoff: int | None = None,
         *,
         noise_mode: str = "const",
-        rng: torch.Generator | None = None,
+        rng: Rng = None,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
         """Raw ``sigma`` (B, M, 1) and ``rgb`` features (B, M, 32) at world points (B, M, 3) for latents z."""
@@ -256,7 +257,7 @@ class TriplaneGenerator(nn.Module):
         ws: torch.Tensor,
         *,
         noise_mode: str = "const",
-        rng: torch.Generator | None = None,
+        rng: Rng = None,
         planes: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:

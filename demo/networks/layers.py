@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from demo.rng import Rng, draw
+
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
 
@@ -192,16 +194,14 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("noise_const", torch.randn([resolution, resolution]))
 
     def forward(
-        self, x: torch.Tensor, w: torch.Tensor, *, noise_mode: str = "const", rng: torch.Generator | None = None
+        self, x: torch.Tensor, w: torch.Tensor, *, noise_mode: str = "const", rng: Rng = None
     ) -> torch.Tensor:
         styles = self.affine(w)
         x = modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter)
         if noise_mode == "const":
             x = x + (self.noise_const * self.noise_strength).to(x.dtype)
         elif noise_mode == "random":
-            noise = torch.randn(
-                [x.shape[0], 1, self.resolution, self.resolution], device=x.device, dtype=torch.float32, generator=rng
-            )
+            noise = draw([x.shape[0], 1, self.resolution, self.resolution], rng, device=x.device, normal=True)
             x = x + (noise * self.noise_strength).to(x.dtype)
         elif noise_mode != "none":
             raise ValueError(f"noise_mode: unknown {noise_mode!r}; use 'const', 'random' or 'none'")

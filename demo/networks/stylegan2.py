@@ -24,6 +24,7 @@ from demo.networks.layers import (
     normalize_2nd_moment,
     upsample_2x,
 )
+from demo.rng import Rng
 
 
 class MappingNetwork(nn.Module):
@@ -121,7 +122,7 @@ class SynthesisBlock(nn.Module):
         ws: torch.Tensor,
         *,
         noise_mode: str = "const",
-        rng: torch.Generator | None = None,
+        rng: Rng = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Args: x (B, C, r', r') or None for the 4x4 block; img the running output; ws (B, num_conv + 1, w_dim)."""
         # The official code runs fp16 blocks in fp16 only on CUDA; elsewhere it forces fp32.
@@ -163,7 +164,7 @@ class SynthesisNetwork(nn.Module):
             setattr(self, f"b{resolution}", block)
         self.num_ws = config.num_ws
 
-    def forward(self, ws: torch.Tensor, *, noise_mode: str = "const", rng: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, *, noise_mode: str = "const", rng: Rng = None) -> torch.Tensor:
         ws = ws.to(torch.float32)
         x = img = None
         w_index = 0

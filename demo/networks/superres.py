@@ -21,6 +21,7 @@ from torch import nn
 from demo.config import SuperResConfig
 from demo.networks.layers import binomial_filter
 from demo.networks.stylegan2 import SynthesisBlock
+from demo.rng import Rng
 
 
 class SuperResolution(nn.Module):
@@ -47,7 +48,7 @@ class SuperResolution(nn.Module):
         ws: torch.Tensor,
         *,
         noise_mode: str | None = None,
-        rng: torch.Generator | None = None,
+        rng: Rng = None,
     ) -> torch.Tensor:
         """Args: rgb (B, 3, r, r), features (B, C, r, r), ws (B, num_ws, w_dim); noise_mode defaults to the config's."""
         noise_mode = self.config.noise_mode if noise_mode is None else noise_mode

@@ -18,6 +18,7 @@ from demo.render.compositing import composite
 from demo.render.planes import sample_planes
 from demo.render.rays import box_intersection
 from demo.render.sampling import importance_depths, merge_samples, stratified_depths
+from demo.rng import Rng, draw
 
 #: decoder(features (B, 3, M, C)) -> (sigma (B, M, 1), rgb (B, M, F))
 Decoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -41,12 +42,12 @@ def query_field(
     coordinates: torch.Tensor,
     options: RenderConfig,
     *,
-    rng: torch.Generator | None = None,
+    rng: Rng = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw density and features at points: (B, M, 3) -> sigma (B, M, 1), rgb (B, M, F)."""
     sigma, rgb = decoder(sample_planes(planes, coordinates, options.box_warp))
     if options.density_noise > 0:
-        sigma = sigma + torch.randn(sigma.shape, generator=rng, device=sigma.device, dtype=sigma.dtype) * options.density_noise
+        sigma = sigma + draw(sigma.shape, rng, device=sigma.device, dtype=sigma.dtype, normal=True) * options.density_noise
     return sigma, rgb
 
 
@@ -59,7 +60,7 @@ def render_rays(
     *,
     depth_samples: int | None = None,
     importance_samples: int | None = None,
-    rng: torch.Generator | None = None,
+    rng: Rng = None,
 ) -> RayBundleResult:
     """Volume-render rays through the tri-plane field.
 

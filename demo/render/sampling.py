@@ -11,7 +11,8 @@ over the coarse midpoints. Coarse and fine samples are then merged and sorted by
 Random numbers: exactly two draws per render -- ``rand`` of shape (B, M, D, 1) for the jitter,
 then ``rand`` of shape (B*M, D_imp) for the inverse CDF -- from ``rng`` or, when it is None, torch's
 default generator of the device. That is the official order and shape, so
-``torch.manual_seed(s)`` before a render reproduces the official draws on the same device.
+``torch.manual_seed(s)`` before a render reproduces the official draws on the same device. ``rng``
+may also be one generator per batch item (see ``demo.rng``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from demo.rng import Rng, draw
 
-def _uniform(shape: tuple[int, ...], like: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(shape, generator=rng, device=like.device, dtype=like.dtype)
+
+def _uniform(shape: tuple[int, ...], like: torch.Tensor, rng: Rng) -> torch.Tensor:
+    return draw(shape, rng, device=like.device, dtype=like.dtype)
 
 
 def stratified_depths(
@@ -33,7 +36,7 @@ def stratified_depths(
     *,
     device: torch.device | str = "cpu",
     disparity_space: bool = False,
-    rng: torch.Generator | None = None,
+    rng: Rng = None,
 ) -> torch.Tensor:
     """Jittered depths (B, M, D, 1). ``ray_start``/``ray_end`` are floats or (B, M, 1) tensors."""
     if disparity_space:
@@ -55,7 +58,7 @@ def stratified_depths(
 
 
 def importance_depths(
-    depths: torch.Tensor, weights: torch.Tensor, num_samples: int, *, rng: torch.Generator | None = None
+    depths: torch.Tensor, weights: torch.Tensor, num_samples: int, *, rng: Rng = None
 ) -> torch.Tensor:
     """Draw ``num_samples`` new depths per ray from the coarse weights.
 
@@ -76,7 +79,7 @@ def importance_depths(
     return samples.reshape(batch, num_rays, num_samples, 1)
 
 
-def _sample_pdf(bins: torch.Tensor, weights: torch.Tensor, num_samples: int, rng: torch.Generator | None, eps: float = 1e-5) -> torch.Tensor:
+def _sample_pdf(bins: torch.Tensor, weights: torch.Tensor, num_samples: int, rng: Rng, eps: float = 1e-5) -> torch.Tensor:
     """Inverse-transform sampling of a piecewise-constant pdf. bins (N, K+1 or more), weights (N, K)."""
     num_rays, num_bins = weights.shape
     weights = weights + eps
