@@ -54,6 +54,27 @@ class TriplaneDecoder(nn.Module):
             FullyConnectedLayer(hidden, 1 + PLANE_CHANNELS, lr_multiplier=lr_multiplier),
         )
 
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """The first layer's linear map without its bias: (..., C) -> (..., hidden).
+
+        The first layer is linear in the plane features, so for points on a regular grid the
+        projection of each plane can be computed once per plane texel and summed (see
+        ``demo.render.grid.density_grid``).
+        """
+        layer = self.net[0]
+        return features @ (layer.weight.to(features.dtype) * layer.weight_gain).t()
+
+    @property
+    def hidden_bias(self) -> torch.Tensor:
+        layer = self.net[0]
+        return layer.bias * layer.bias_gain
+
+    def sigma_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Raw sigma from the first layer's pre-activation (..., hidden) -> (...); skips the 32 features."""
+        layer = self.net[2]
+        weight = layer.weight[0].to(hidden.dtype) * layer.weight_gain
+        return self.net[1](hidden) @ weight + layer.bias[0] * layer.bias_gain
+
     def forward(self, plane_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """plane_features (B, 3, M, C) -> sigma (B, M, 1), rgb (B, M, 32)."""
         x = plane_features.mean(1)

@@ -1,0 +1,521 @@
+"""Media: tensors and arrays to and from files (layer 4).
+
+Every file the library writes passes through here (or through ``weights/store.py``). Each writer
+is atomic: it writes ``<name>.part`` in the destination folder and renames it over ``<name>`` with
+``os.replace`` only once the file is complete, so an interrupted run never leaves a half-written file
+under the final name. Parent folders are created. Nothing here prints; unreadable user files raise
+:class:`~demo.errors.InputError`, wrong arguments from calling code raise ``ValueError``.
+
+Formats and units
+-----------------
+Lengths are in EG3D world units throughout: the FFHQ cameras orbit the origin at radius 2.7 and the
+head fits in the rendering cube of side ``box_warp`` (1 for FFHQ), centred on the origin.
+
+Image PNG (8-bit RGB)
+    ``image_to_uint8`` is the official ``gen_samples.py`` conversion of a generator image in
+    [-1, 1]: ``clamp(x * 127.5 + 128, 0, 255)`` then truncation toward zero (not rounding), so -1
+    maps to 0, 0 to 128 and 1 to 255. Any image viewer shows these.
+Depth PNG (16-bit grayscale, PIL mode ``I;16``)
+    Each count is ``DEPTH_PNG_SCALE`` = 10000 per world unit, i.e. 1 count = 1e-4 world units, so
+    the range is 0 to 6.5535 world units. The value is the rendered depth: the distance from the
+    camera centre along the pixel's ray (EG3D's ray directions have unit length), not the z
+    coordinate in the camera frame. **0 means no surface** (infinite or undefined depth); a depth
+    below 0.5e-4 also rounds to 0. Image viewers show these files as flat mid-grey faces (a depth of
+    2.7 is count 27000 of 65535); use ``colorize_depth`` for a preview anyone can read.
+Alpha / mask PNG (8-bit grayscale)
+    ``round(255 * alpha)``: 255 is the subject, 0 the background.
+Depth preview PNG (8-bit RGB)
+    ``colorize_depth``: the viridis colour map with the nearest surface yellow (brightest) and the
+    farthest dark violet, background black. For looking at, not for measuring.
+``.npy``
+    NumPy arrays (latents ``ws`` of shape ``(B, num_ws, w_dim)``, cameras, raw depth). Loading never
+    unpickles: object arrays are refused.
+Meshes (vertex positions in world units, per-vertex colours as uint8)
+    ``.glb``: binary glTF 2.0 with colours in the ``COLOR_0`` attribute; the format browsers show,
+    including ``gr.Model3D`` (correct colours), three.js / Babylon.js viewers and Blender. glTF
+    declares metres, so a viewer reads one world unit as one metre. Without normals a glTF viewer
+    shades flat, per face.
+    ``.ply``: binary little-endian, float32 ``x y z`` (and ``nx ny nz`` when given), uchar
+    ``red green blue alpha``; MeshLab, CloudCompare and Blender show the colours; ``gr.Model3D``
+    shows them somewhat darker.
+    ``.obj``: text, ``v x y z r g b`` with colours as floats in [0, 1] (a widespread extension;
+    alpha is dropped); MeshLab and Blender read the colours, but ``gr.Model3D`` renders the mesh
+    solid black, so offer ``.glb`` in the browser.
+``.mrc`` (MRC2014, mode 2)
+    A float32 density volume stored as given, axis order unchanged, exactly as ``gen_samples.py
+    --shapes`` writes it; the optional voxel size goes in the header (MRC calls the unit Angstrom; we
+    store world units). ChimeraX opens it; EG3D's README suggests a surface level near 10.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from demo.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+# trimesh (about a second) and mrcfile are imported inside the functions that need them, and torch is
+# never imported here, so that importing this module (as the CLI does) stays cheap.
+
+DEPTH_PNG_SCALE = 10000.0
+"""Depth PNG counts per world unit: one count is 1e-4 world units."""
+
+MESH_SUFFIXES = (".glb", ".ply", ".obj")
+"""Mesh formats :func:`write_mesh` writes, chosen by the file name's suffix."""
+
+# Viridis (van der Walt and Smith, CC0) sampled at 9 evenly spaced points from dark to bright; linear
+# interpolation between them keeps its monotonic lightness, which is what makes "brighter = nearer" hold.
+_VIRIDIS = np.array(
+    [
+        [68, 1, 84],
+        [71, 45, 123],
+        [59, 82, 139],
+        [44, 114, 142],
+        [33, 144, 140],
+        [39, 173, 129],
+        [93, 200, 99],
+        [170, 220, 50],
+        [253, 231, 37],
+    ],
+    dtype=np.float64,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Array conversions
+
+
+def image_to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Convert generator images to uint8, exactly as the official ``gen_samples.py`` does.
+
+    Args:
+        images: ``(B, C, H, W)`` or ``(C, H, W)`` with C = 3 (RGB) or 1 (grey), float, roughly in
+            [-1, 1]. A torch tensor may live on any device.
+
+    Returns:
+        ``(B, H, W, 3)`` / ``(H, W, 3)`` uint8, or ``(B, H, W)`` / ``(H, W)`` for one channel:
+        ``clamp(x * 127.5 + 128, 0, 255)`` truncated toward zero. NaN counts as 0 (grey 128).
+    """
+    array = _to_numpy(images)
+    if array.ndim not in (3, 4) or array.shape[-3] not in (1, 3):
+        raise ValueError(f"images must be (B, C, H, W) or (C, H, W) with C = 1 or 3, got shape {array.shape}")
+    # float32 in two separate steps, as torch evaluates the official expression, so results are bit-identical.
+    array = np.nan_to_num(array.astype(np.float32), nan=0.0)
+    array = np.clip(array * np.float32(127.5) + np.float32(128.0), 0.0, 255.0).astype(np.uint8)
+    array = np.moveaxis(array, -3, -1)
+    return array[..., 0] if array.shape[-1] == 1 else array
+
+
+def depth_to_uint16(depth: torch.Tensor | np.ndarray, *, scale: float = DEPTH_PNG_SCALE) -> np.ndarray:
+    """Quantise depth for a 16-bit PNG: ``round(depth * scale)`` clipped to [0, 65535].
+
+    Args:
+        depth: ``(B, 1, H, W)``, ``(1, H, W)`` or ``(H, W)`` distance along the ray, world units.
+            +-inf and NaN mean no surface.
+        scale: counts per world unit.
+
+    Returns:
+        uint16 ``(B, H, W)`` or ``(H, W)`` (the channel axis is dropped); 0 where there is no surface.
+    """
+    array = _drop_channel(_to_numpy(depth).astype(np.float64), "depth")
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    # Clip before scaling so that huge finite values cannot overflow; negative depths become 0 as well.
+    array = np.clip(np.where(np.isfinite(array), array, 0.0), 0.0, 65535.0 / scale)
+    return np.clip(np.rint(array * scale), 0, 65535).astype(np.uint16)
+
+
+def depth_from_uint16(array: np.ndarray, *, scale: float = DEPTH_PNG_SCALE) -> np.ndarray:
+    """Inverse of :func:`depth_to_uint16`: float32 world units, NaN where the count is 0."""
+    array = np.asarray(array)
+    if array.dtype != np.uint16:
+        raise ValueError(f"expected a uint16 array (a 16-bit depth PNG), got {array.dtype}")
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    depth = (array.astype(np.float64) / scale).astype(np.float32)
+    depth[array == 0] = np.nan
+    return depth
+
+
+def colorize_depth(
+    depth: torch.Tensor | np.ndarray,
+    alpha: torch.Tensor | np.ndarray | None = None,
+    *,
+    near: float | None = None,
+    far: float | None = None,
+) -> np.ndarray:
+    """Colour a depth map for viewing: near surfaces bright yellow, far ones dark violet (viridis).
+
+    Args:
+        depth: ``(H, W)`` (leading size-1 axes are allowed) distance along the ray, world units.
+        alpha: optional ``(H, W)`` coverage in [0, 1]; pixels below 0.5 are background.
+        near: depth shown brightest; default the smallest depth over foreground pixels.
+        far: depth shown darkest; default the largest depth over foreground pixels.
+
+    Returns:
+        ``(H, W, 3)`` uint8. Background (alpha < 0.5) and non-finite depths are black. Depths outside
+        [near, far] take the end colours; if near == far every foreground pixel gets the near colour.
+    """
+    depth = _squeeze_to_2d(_to_numpy(depth).astype(np.float64), "depth")
+    foreground = np.isfinite(depth)
+    if alpha is not None:
+        alpha = _squeeze_to_2d(_to_numpy(alpha).astype(np.float64), "alpha")
+        if alpha.shape != depth.shape:
+            raise ValueError(f"alpha shape {alpha.shape} does not match depth shape {depth.shape}")
+        foreground &= alpha >= 0.5
+    out = np.zeros((*depth.shape, 3), dtype=np.uint8)
+    if not foreground.any():
+        return out
+    values = depth[foreground]
+    near = float(values.min()) if near is None else float(near)
+    far = float(values.max()) if far is None else float(far)
+    span = far - near
+    # t = 1 at near (brightest end of the map), 0 at far.
+    t = np.clip((far - values) / span, 0.0, 1.0) if span != 0 else np.ones_like(values)
+    position = t * (len(_VIRIDIS) - 1)
+    low = np.minimum(np.floor(position).astype(np.int64), len(_VIRIDIS) - 2)
+    frac = (position - low)[:, None]
+    colors = _VIRIDIS[low] * (1.0 - frac) + _VIRIDIS[low + 1] * frac
+    out[foreground] = np.rint(colors).astype(np.uint8)
+    return out
+
+
+def alpha_to_uint8(alpha: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Coverage in [0, 1] to an 8-bit mask ``round(255 * alpha)``.
+
+    Args:
+        alpha: ``(B, 1, H, W)``, ``(1, H, W)`` or ``(H, W)``; values are clipped to [0, 1], NaN is 0.
+
+    Returns:
+        uint8 ``(B, H, W)`` or ``(H, W)``.
+    """
+    array = _drop_channel(_to_numpy(alpha).astype(np.float64), "alpha")
+    array = np.clip(np.nan_to_num(array, nan=0.0), 0.0, 1.0)
+    return np.rint(array * 255.0).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def save_png(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write a PNG atomically, with no metadata, so the same array always gives the same bytes.
+
+    Args:
+        path: destination; parent folders are created.
+        array: uint8 ``(H, W)``, ``(H, W, 3)`` or ``(H, W, 4)``, or uint16 ``(H, W)`` (written as a
+            16-bit grayscale PNG). Convert floats first with :func:`image_to_uint8`,
+            :func:`depth_to_uint16` or :func:`alpha_to_uint8`.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    array = np.asarray(array)
+    is_uint8 = array.dtype == np.uint8 and (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4)))
+    is_uint16 = array.dtype == np.uint16 and array.ndim == 2
+    if not (is_uint8 or is_uint16):
+        raise ValueError(
+            f"save_png takes uint8 (H, W), (H, W, 3), (H, W, 4) or uint16 (H, W); got {array.dtype} {array.shape}"
+        )
+    image = Image.fromarray(np.ascontiguousarray(array))
+    path = Path(path)
+    with _atomic_target(path) as part:
+        image.save(part, format="PNG")
+    return path
+
+
+def load_png(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file into an array; the inverse of :func:`save_png`.
+
+    Returns:
+        uint8 ``(H, W)`` (grey), ``(H, W, 3)`` (RGB) or ``(H, W, 4)`` (RGBA), or uint16 ``(H, W)``
+        for 16-bit grayscale. Palette and other modes are converted to RGB or RGBA.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode.startswith("I;16"):
+                return np.asarray(image).astype(np.uint16)
+            if image.mode == "I":
+                # Some readers give 16-bit PNGs as 32-bit "I"; keep them 16-bit when the values fit.
+                values = np.asarray(image)
+                if values.min() >= 0 and values.max() <= 65535:
+                    return values.astype(np.uint16)
+                raise InputError(f"{path} holds 32-bit integer pixels; expected an 8-bit or 16-bit PNG.")
+            if image.mode not in ("L", "RGB", "RGBA"):
+                has_alpha = "A" in image.mode or "transparency" in image.info
+                image = image.convert("RGBA" if has_alpha else "RGB")
+            return np.array(image)
+    except FileNotFoundError as error:
+        raise InputError(f"{path} does not exist.") from error
+    except (OSError, SyntaxError, ValueError) as error:
+        raise InputError(f"{path} is not a readable image ({error}). Use a PNG or JPEG file.") from error
+
+
+def save_npy(path: str | os.PathLike, array: torch.Tensor | np.ndarray) -> Path:
+    """Write one array as ``.npy`` atomically; torch tensors are copied to CPU NumPy first.
+
+    Object arrays are refused (``ValueError``): they would need pickle, which :func:`load_npy` never
+    reads.
+    """
+    array = np.asarray(_to_numpy(array))
+    if array.dtype.hasobject:
+        raise ValueError("save_npy refuses object arrays; they would be pickled")
+    path = Path(path)
+    # A file object, because np.save appends ".npy" to a path that does not already end in it.
+    with _atomic_target(path) as part, open(part, "wb") as file:
+        np.save(file, array, allow_pickle=False)
+    return path
+
+
+def load_npy(path: str | os.PathLike, *, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Read a ``.npy`` array without ever unpickling, optionally checking its shape.
+
+    Args:
+        path: a file written by ``numpy.save``.
+        shape: expected shape, -1 meaning any size on that axis, e.g. ``(-1, 14, 512)``.
+
+    Raises:
+        InputError: the file is missing, is not a ``.npy`` array (an ``.npz``, a pickle, an object
+            array, anything else), or has the wrong shape.
+    """
+    if shape is not None and not all(isinstance(size, int) and size >= -1 for size in shape):
+        raise ValueError(f"shape entries must be sizes or -1 (any size), got {shape}")
+    path = Path(path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError as error:
+        raise InputError(f"{path} does not exist.") from error
+    except ValueError as error:
+        # NumPy's message for pickled content is "... when allow_pickle=False".
+        reason = "it holds pickled Python objects, which are never loaded" if "pickle" in str(error) else str(error)
+        raise InputError(f"{path} is not a .npy array file ({reason}). Save arrays with numpy.save.") from error
+    except (OSError, EOFError) as error:
+        raise InputError(f"{path} is not a .npy array file ({error}). Save arrays with numpy.save.") from error
+    if not isinstance(loaded, np.ndarray):  # an .npz archive
+        loaded.close()
+        raise InputError(f"{path} is not a .npy array file (it is an .npz archive). Save one array with numpy.save.")
+    if shape is not None and not _shape_matches(loaded.shape, shape):
+        sizes = ["any" if size == -1 else str(size) for size in shape]
+        expected = f"({sizes[0]},)" if len(sizes) == 1 else f"({', '.join(sizes)})"
+        raise InputError(f"{path} holds an array of shape {tuple(loaded.shape)}, expected {expected}.")
+    return loaded
+
+
+def write_mesh(
+    path: str | os.PathLike,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    *,
+    vertex_colors: np.ndarray | None = None,
+    vertex_normals: np.ndarray | None = None,
+) -> Path:
+    """Write a triangle mesh atomically as ``.glb``, ``.ply`` or ``.obj`` (chosen by the suffix).
+
+    Vertices are written in the given order and never merged, so vertex ``i`` of the file is
+    ``vertices[i]``.
+
+    Args:
+        path: destination ending in one of :data:`MESH_SUFFIXES`.
+        vertices: ``(V, 3)`` positions in world units (written as float32).
+        faces: ``(F, 3)`` integer vertex indices, F > 0, counter-clockwise seen from outside.
+        vertex_colors: optional ``(V, 3)`` RGB or ``(V, 4)`` RGBA uint8.
+        vertex_normals: optional ``(V, 3)`` unit normals.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    import trimesh
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in MESH_SUFFIXES:
+        raise ValueError(f"unknown mesh format {path.suffix!r} for {path}; supported: {', '.join(MESH_SUFFIXES)}")
+    vertices = np.asarray(_to_numpy(vertices))
+    faces = np.asarray(_to_numpy(faces))
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise ValueError(f"vertices must be (V, 3), got {vertices.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3 or not np.issubdtype(faces.dtype, np.integer):
+        raise ValueError(f"faces must be integer (F, 3), got {faces.dtype} {faces.shape}")
+    if len(faces) == 0:
+        raise ValueError("the mesh has no faces; there is nothing to write")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise ValueError(f"face indices must lie in [0, {len(vertices)}), got [{faces.min()}, {faces.max()}]")
+    if vertex_colors is not None:
+        vertex_colors = np.asarray(_to_numpy(vertex_colors))
+        if vertex_colors.dtype != np.uint8 or vertex_colors.shape not in ((len(vertices), 3), (len(vertices), 4)):
+            raise ValueError(
+                f"vertex_colors must be uint8 ({len(vertices)}, 3) or ({len(vertices)}, 4), "
+                f"got {vertex_colors.dtype} {vertex_colors.shape}"
+            )
+    if vertex_normals is not None:
+        vertex_normals = np.asarray(_to_numpy(vertex_normals), dtype=np.float32)
+        if vertex_normals.shape != vertices.shape:
+            raise ValueError(f"vertex_normals must be {vertices.shape}, got {vertex_normals.shape}")
+
+    mesh = trimesh.Trimesh(
+        vertices=vertices.astype(np.float32),
+        faces=faces.astype(np.int64),
+        vertex_colors=vertex_colors,
+        vertex_normals=vertex_normals,
+        process=False,
+        validate=False,
+    )
+    has_normals = vertex_normals is not None
+    if suffix == ".glb":
+        data = mesh.export(file_type="glb", include_normals=has_normals)
+    elif suffix == ".ply":
+        data = mesh.export(file_type="ply", encoding="binary", vertex_normal=has_normals, include_attributes=False)
+    else:
+        data = mesh.export(file_type="obj", include_normals=has_normals, include_color=True, include_texture=False)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    with _atomic_target(path) as part:
+        part.write_bytes(data)
+    return path
+
+
+def write_mrc(path: str | os.PathLike, volume: torch.Tensor | np.ndarray, *, voxel_size: float | None = None) -> Path:
+    """Write a 3D volume as an MRC2014 file (mode 2, float32), atomically, as ``gen_samples.py`` does.
+
+    Args:
+        path: destination, usually ``*.mrc``.
+        volume: ``(D0, D1, D2)`` real values (density sigma); written as float32 in the given axis order.
+        voxel_size: optional edge length of a voxel in world units, stored in the header.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    import mrcfile
+
+    volume = _to_numpy(volume)
+    if volume.ndim != 3 or not np.issubdtype(volume.dtype, np.number) or np.iscomplexobj(volume):
+        raise ValueError(f"volume must be a real 3D array, got {volume.dtype} {volume.shape}")
+    if voxel_size is not None and not (np.isfinite(voxel_size) and voxel_size > 0):
+        raise ValueError(f"voxel_size must be positive, got {voxel_size}")
+    path = Path(path)
+    # Memory-mapped like the official script: a 512^3 volume is 512 MiB, written without a second copy.
+    with (
+        _atomic_target(path) as part,
+        mrcfile.new_mmap(part, shape=volume.shape, mrc_mode=2, overwrite=True) as mrc,
+    ):
+        mrc.data[:] = volume
+        if voxel_size is not None:
+            mrc.voxel_size = float(voxel_size)
+        mrc.update_header_stats()
+    return path
+
+
+def output_name(seed: int | None = None, *, index: int | None = None, suffix: str = "", ext: str) -> str:
+    """A file name that says what the file holds.
+
+    ``output_name(42, suffix="_yaw-30", ext="glb")`` is ``"seed0042_yaw-30.glb"`` (at least four
+    digits); without a seed, ``output_name(index=7, ext="png")`` is ``"sample0007.png"``. A seed wins
+    over an index when both are given.
+
+    Args:
+        seed: non-negative generator seed.
+        index: non-negative running number, used when there is no seed.
+        suffix: text after the number, without path separators.
+        ext: extension without the dot, e.g. ``"png"``.
+    """
+    if not ext or ext.startswith(".") or not ext.replace(".", "").isalnum():
+        raise ValueError(f"ext must be an extension without the leading dot, like 'png'; got {ext!r}")
+    if "/" in suffix or "\\" in suffix or "\0" in suffix:
+        raise ValueError(f"suffix must not contain path separators, got {suffix!r}")
+    if seed is not None:
+        if int(seed) < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        return f"seed{int(seed):04d}{suffix}.{ext}"
+    if index is None:
+        raise ValueError("output_name needs a seed or an index")
+    if int(index) < 0:
+        raise ValueError(f"index must be non-negative, got {index}")
+    return f"sample{int(index):04d}{suffix}.{ext}"
+
+
+def check_writable_dir(path: str | os.PathLike) -> Path:
+    """Create the folder if needed and prove it is writable by creating and removing a probe file.
+
+    Raises:
+        InputError: "cannot write to <path>: <reason>. Choose another --outdir."
+    """
+    path = Path(path)
+    probe = path / f".write-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with open(probe, "xb"):
+            pass
+        probe.unlink()
+    except FileExistsError as error:
+        reason = "it is a file, not a folder" if path.exists() and not path.is_dir() else (error.strerror or str(error))
+        raise InputError(f"cannot write to {path}: {reason}. Choose another --outdir.") from error
+    except OSError as error:
+        raise InputError(f"cannot write to {path}: {error.strerror or error}. Choose another --outdir.") from error
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+@contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """Yield ``<path>.part`` to write to; rename it to ``path`` on success, delete it on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    try:
+        yield part
+        os.replace(part, path)
+    except BaseException:
+        try:
+            part.unlink(missing_ok=True)
+        except OSError:
+            pass  # the original error matters more than a leftover .part
+        raise
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    """A NumPy view or copy of an array-like; torch tensors are detached and moved to the CPU."""
+    torch = sys.modules.get("torch")  # if torch was never imported, value cannot be a tensor
+    if torch is not None and isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dtype == torch.bfloat16:  # NumPy has no bfloat16
+            value = value.float()
+        return value.numpy()
+    return np.asarray(value)
+
+
+def _drop_channel(array: np.ndarray, name: str) -> np.ndarray:
+    """``(B, 1, H, W)`` -> ``(B, H, W)``, ``(1, H, W)`` -> ``(H, W)``, ``(H, W)`` unchanged."""
+    if array.ndim == 4 and array.shape[1] == 1:
+        return array[:, 0]
+    if array.ndim == 3 and array.shape[0] == 1:
+        return array[0]
+    if array.ndim == 2:
+        return array
+    raise ValueError(f"{name} must be (B, 1, H, W), (1, H, W) or (H, W), got shape {array.shape}")
+
+
+def _squeeze_to_2d(array: np.ndarray, name: str) -> np.ndarray:
+    """Drop leading size-1 axes down to ``(H, W)``."""
+    while array.ndim > 2 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be one (H, W) map, got shape {array.shape}")
+    return array
+
+
+def _shape_matches(actual: tuple[int, ...], expected: tuple[int, ...]) -> bool:
+    return len(actual) == len(expected) and all(e == -1 or a == e for a, e in zip(actual, expected))

@@ -1,0 +1,148 @@
+"""Meshes: analytic densities, colours from a known field, the official .mrc volume, exports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from demo.cameras import camera_from_angles
+from demo.render.grid import grid_points
+from demo.tasks import mesh as mesh_task
+from tests.conftest import require_reference
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _analytic_volume(n: int, box: float, fn) -> np.ndarray:
+    points = grid_points(n, box).numpy()
+    return fn(points).reshape(n, n, n).astype(np.float32)
+
+
+def test_sphere_has_right_size_position_and_outward_normals():
+    n, box, radius, centre = 96, 1.0, 0.3, np.array([0.05, -0.02, 0.04])  # inside the padded border
+    volume = _analytic_volume(n, box, lambda p: 10 + 100 * (radius - np.linalg.norm(p - centre, axis=1)))
+    vertices, faces, normals = mesh_task.mesh_from_volume(volume, level=10.0, box_warp=box)
+    distance = np.linalg.norm(vertices - centre, axis=1)
+    assert np.abs(distance - radius).max() < box / (n - 1)
+    mesh = trimesh.Trimesh(vertices, faces, process=False)
+    assert mesh.is_watertight
+    assert mesh.volume > 0, "faces must wind counter-clockwise seen from outside"
+    assert np.allclose(mesh.volume, 4 / 3 * np.pi * radius**3, rtol=0.02)
+    outward = np.einsum("ij,ij->i", normals, vertices - centre)
+    assert (outward > 0).all()
+    assert np.allclose(mesh.centroid, centre, atol=2e-3)
+
+
+def test_box_extents_in_world_units():
+    n, box = 80, 1.6
+    half = np.array([0.3, 0.15, 0.2])
+    volume = _analytic_volume(n, box, lambda p: 10 + 100 * np.min(half - np.abs(p), axis=1))
+    vertices, faces, _ = mesh_task.mesh_from_volume(volume, level=10.0, box_warp=box)
+    spacing = box / (n - 1)
+    assert np.allclose(vertices.max(0), half, atol=spacing)
+    assert np.allclose(vertices.min(0), -half, atol=spacing)
+    assert trimesh.Trimesh(vertices, faces, process=False).is_watertight
+
+
+def test_border_padding_closes_a_shape_cut_by_the_box():
+    n = 64
+    volume = _analytic_volume(n, 1.0, lambda p: 10 + 100 * (0.2 - np.linalg.norm(p[:, [0, 2]], axis=1)))  # infinite cylinder along y
+    vertices, faces, _ = mesh_task.mesh_from_volume(volume, level=10.0, box_warp=1.0)
+    assert trimesh.Trimesh(vertices, faces, process=False).is_watertight
+    # The first emptied voxel is index n - pad; the surface lies between it and its inner neighbour.
+    pad = int(30 * n / 256)
+    assert 0.5 - (pad + 1) / (n - 1) <= vertices[:, 1].max() <= 0.5 - (pad - 1) / (n - 1)
+    with pytest.raises(ValueError, match="never crosses"):
+        mesh_task.mesh_from_volume(np.zeros((n, n, n), np.float32), level=10.0)
+
+
+class _ColourFieldModel:
+    """A stand-in whose colour field is known: rgb = position + 0.5."""
+
+    def sample_mixed(self, coordinates, directions, ws, *, planes=None):
+        rgb = torch.cat([coordinates + 0.5, torch.zeros_like(coordinates)[..., :1].expand(-1, -1, 29)], dim=-1)
+        return {"sigma": torch.zeros_like(coordinates[..., :1]), "rgb": rgb}
+
+
+def test_vertex_colours_come_from_the_colour_field():
+    vertices = np.array([[-0.5, -0.5, -0.5], [0.0, 0.25, 0.5], [0.3, -0.1, 0.0]], dtype=np.float32)
+    colors = mesh_task.vertex_colors(_ColourFieldModel(), torch.zeros(1), vertices)
+    expected = np.clip(np.round((vertices + 0.5) * 255), 0, 255).astype(np.uint8)
+    assert np.array_equal(colors, expected)
+
+
+def test_separable_grid_equals_pointwise_queries(tiny_generator):
+    ws = torch.randn(1, tiny_generator.num_ws, tiny_generator.w_dim)
+    n = 24
+    fast = mesh_task.density_volume(tiny_generator, ws, resolution=n)
+    with torch.inference_mode():
+        slow = tiny_generator.sample_mixed(grid_points(n, 1.0)[None], None, ws)["sigma"].reshape(n, n, n)
+    assert torch.allclose(fast, slow, atol=1e-4)
+
+
+def test_tiny_model_mesh_and_exports(tmp_path, tiny_generator):
+    import mrcfile
+
+    ws = torch.randn(1, tiny_generator.num_ws, tiny_generator.w_dim, generator=torch.Generator().manual_seed(1))
+    volume = mesh_task.density_volume(tiny_generator, ws, resolution=32)
+    level = float(volume.median())
+    result = mesh_task.extract_mesh(tiny_generator, ws, resolution=32, level=level)
+    assert len(result.faces) > 0 and result.vertex_colors.shape == (len(result.vertices), 3)
+    assert result.vertex_colors.dtype == np.uint8
+    assert trimesh.Trimesh(result.vertices, result.faces, process=False).is_watertight
+    for ext in mesh_task.MESH_FORMATS:
+        path = mesh_task.export_mesh(result, tmp_path / f"tiny.{ext}")
+        loaded = trimesh.load(path, force="mesh", process=False)
+        assert len(loaded.faces) == len(result.faces), ext
+    loaded = trimesh.load(tmp_path / "tiny.glb", force="mesh")
+    assert loaded.visual.kind == "vertex"
+    mrc = mesh_task.official_mrc_volume(tiny_generator, ws, resolution=32)
+    from demo import media
+
+    media.write_mrc(tmp_path / "tiny.mrc", mrc)
+    with mrcfile.open(tmp_path / "tiny.mrc") as handle:
+        assert np.array_equal(handle.data, mrc)
+
+
+def test_decimation_keeps_colours(tiny_generator):
+    ws = torch.randn(1, tiny_generator.num_ws, tiny_generator.w_dim, generator=torch.Generator().manual_seed(1))
+    level = float(mesh_task.density_volume(tiny_generator, ws, resolution=32).median())
+    full = mesh_task.extract_mesh(tiny_generator, ws, resolution=32, level=level)
+    small = mesh_task.extract_mesh(tiny_generator, ws, resolution=32, level=level, target_faces=len(full.faces) // 4)
+    assert len(small.faces) <= len(full.faces) // 4 + 8
+    assert small.vertex_colors.shape == (len(small.vertices), 3)
+
+
+def test_official_mrc_volume_matches_fixture(official_tiny_generator, eg3d_expected):
+    ws = torch.from_numpy(eg3d_expected["ws_psi07"][:1])
+    volume = mesh_task.official_mrc_volume(official_tiny_generator, ws, resolution=32)
+    assert np.abs(volume - eg3d_expected["grid_sigma_mrc"]).max() <= 2e-4
+
+
+def test_mesh_from_depth_of_a_flat_wall():
+    camera = camera_from_angles(radius=2.7, pivot=(0.0, 0.0, 0.0))
+    side = 16
+    # A wall at z = 0 facing the camera: the distance along each ray is 2.7 / cos(angle to the axis).
+    from demo.render.rays import pixel_rays
+
+    _, directions = pixel_rays(camera.cam2world, camera.intrinsics, side)
+    depth = (2.7 / -directions[0, :, 2]).reshape(side, side)
+    result = mesh_task.mesh_from_depth(depth, camera)
+    assert np.abs(result.vertices[:, 2]).max() < 1e-5
+    assert len(result.faces) == 2 * (side - 1) ** 2
+    normals = trimesh.Trimesh(result.vertices, result.faces, process=False).face_normals
+    assert (normals[:, 2] > 0.99).all(), "faces must face the camera (+z)"
+    alpha = np.zeros((side, side), np.float32)
+    with pytest.raises(ValueError, match="alpha"):
+        mesh_task.mesh_from_depth(depth, camera, alpha=alpha)
+
+
+def test_resolution_is_validated(tiny_generator):
+    with pytest.raises(ValueError, match="resolution"):
+        mesh_task.density_volume(tiny_generator, torch.zeros(1, tiny_generator.num_ws, tiny_generator.w_dim), resolution=3)
+
+
+def test_fixture_is_reachable_or_skipped():
+    require_reference("tiny_ffhq_expected.npz")
