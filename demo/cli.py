@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from demo.errors import CheckpointError, DemoError
+from demo.errors import CheckpointError, DemoError, InputError
 from demo.progress import ProgressFn
 from demo.weights import registry
 
@@ -209,9 +209,118 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- generate -------------------------------------------------------------------------------------
+
+
+def _resolution_arg(value: str) -> int:
+    from demo.tasks.mesh import MAX_RESOLUTION, MIN_RESOLUTION
+
+    try:
+        resolution = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if not MIN_RESOLUTION <= resolution <= MAX_RESOLUTION:
+        raise argparse.ArgumentTypeError(f"must be from {MIN_RESOLUTION} to {MAX_RESOLUTION}, got {resolution}")
+    return resolution
+
+
+def _formats_arg(value: str) -> tuple[str, ...]:
+    from demo.tasks.generate import check_shape_formats
+
+    try:
+        return check_shape_formats(value.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _psi_arg(value: str) -> float:
+    try:
+        psi = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not -2.0 <= psi <= 2.0:
+        raise argparse.ArgumentTypeError(f"truncation psi must be between -2 and 2, got {psi}")
+    return psi
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default="eg3d-ffhqrebalanced512-128",
+        help="registry id, converted folder, official .pkl, or 'tiny' (random weights, for trying the tool)",
+    )
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu' or 'cuda'")
+
+
+def _load_model(args: argparse.Namespace):
+    from demo.devices import pick_device
+    from demo.weights.store import TINY_ID, load_generator
+
+    device = pick_device(args.device)
+    if args.model == TINY_ID:
+        print("note: --model tiny is a small RANDOM model: outputs are noise, not faces.", file=sys.stderr)
+    with _progress_bar() as progress:
+        return load_generator(args.model, device=device, progress=progress)
+
+
+def _add_generate(parser: argparse.ArgumentParser) -> None:
+    _add_model_options(parser)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--seeds", default="0", help="seeds and ranges, e.g. '0-3,7' (default 0)")
+    source.add_argument("--z", type=Path, help="latents z as .npy, shape (N, z_dim)")
+    source.add_argument("--ws", type=Path, help="latents ws as .npy, shape (N, num_ws, w_dim) (no truncation applied)")
+    parser.add_argument("--trunc", type=_psi_arg, default=0.7, help="truncation psi (default 0.7)")
+    parser.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N ws (default all)")
+    parser.add_argument("--yaw-deg", type=float, default=0.0, help="camera yaw, degrees (+ = camera to the face's left)")
+    parser.add_argument("--pitch-deg", type=float, default=0.0, help="camera pitch, degrees (- = camera above)")
+    parser.add_argument("--fov-deg", type=float, default=None, help="diagonal FOV as the official scripts (default: training focal)")
+    parser.add_argument("--shapes", action="store_true", help="also write meshes / density volumes")
+    parser.add_argument("--shape-res", type=_resolution_arg, default=256, help="grid points per side (default 256)")
+    parser.add_argument("--shape-format", type=_formats_arg, default=("glb",), help="comma list of glb,ply,obj,mrc (default glb)")
+    parser.add_argument("--shape-level", type=float, default=10.0, help="iso-level of raw density (official 10)")
+    parser.add_argument("--mesh-faces", type=int, default=None, help="decimate meshes to about this many faces")
+    parser.add_argument("--batch", type=int, default=4, help="samples per forward pass (default 4)")
+    parser.add_argument("--outdir", type=Path, required=True, help="output folder (created)")
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from demo import media
+    from demo.tasks.generate import generate_to_folder
+    from demo.tasks.sample import parse_seeds
+
+    seeds = z = ws = None
+    if args.z is not None:
+        z = media.load_npy(args.z, shape=(-1, -1))
+    elif args.ws is not None:
+        ws = media.load_npy(args.ws, shape=(-1, -1, -1))
+    else:
+        seeds = parse_seeds(args.seeds)
+    if args.batch < 1:
+        raise InputError("--batch must be at least 1.")
+    model = _load_model(args)
+    with _progress_bar() as progress:
+        result = generate_to_folder(
+            model, args.outdir, seeds=seeds, z=z, ws=ws,
+            truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff,
+            yaw_deg=args.yaw_deg, pitch_deg=args.pitch_deg, fov_deg=args.fov_deg,
+            shapes=args.shapes, shape_resolution=args.shape_res, shape_formats=args.shape_format,
+            shape_level=args.shape_level, mesh_faces=args.mesh_faces, batch_size=args.batch,
+            model_name=str(args.model), progress=progress,
+        )
+    print(f"wrote {len(result.files)} samples to {result.outdir}")
+    return 0
+
+
 # --- registration ---------------------------------------------------------------------------------
 
 COMMANDS: tuple[Command, ...] = (
+    Command(
+        "generate",
+        "seeds or latents -> images, depth, alpha, latents, cameras, meshes",
+        _add_generate,
+        _cmd_generate,
+        "Generate faces like gen_samples.py: per seed an image, 16-bit depth and preview, alpha, z/ws/camera .npy, "
+        "and with --shapes coloured meshes (.glb/.ply/.obj) and the official .mrc density volume.",
+    ),
     Command(
         "models",
         "list known checkpoints and whether they are here",
@@ -238,6 +347,8 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 _EPILOG = f"""examples:
+  {PROG} generate --model tiny --seeds 0-3 --outdir out/
+  {PROG} generate --model eg3d-ffhqrebalanced512-128 --seeds 42 --trunc 0.7 --shapes --shape-format glb,mrc --outdir out/
   {PROG} models
   {PROG} download eg3d-ffhqrebalanced512-128
   {PROG} convert ~/Downloads/ffhq512-128.pkl

@@ -49,6 +49,7 @@ Meshes (vertex positions in world units, per-vertex colours as uint8)
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -414,6 +415,9 @@ def write_mrc(path: str | os.PathLike, volume: torch.Tensor | np.ndarray, *, vox
         if voxel_size is not None:
             mrc.voxel_size = float(voxel_size)
         mrc.update_header_stats()
+        # mrcfile stamps a creation-time label; drop it so the same volume gives the same bytes.
+        mrc.header.label[:] = b""
+        mrc.header.nlabl = 0
     return path
 
 
@@ -434,15 +438,28 @@ def output_name(seed: int | None = None, *, index: int | None = None, suffix: st
         raise ValueError(f"ext must be an extension without the leading dot, like 'png'; got {ext!r}")
     if "/" in suffix or "\\" in suffix or "\0" in suffix:
         raise ValueError(f"suffix must not contain path separators, got {suffix!r}")
+    return f"{output_stem(seed, index=index)}{suffix}.{ext}"
+
+
+def output_stem(seed: int | None = None, *, index: int | None = None) -> str:
+    """The sample part of :func:`output_name`: ``seed0042`` or, without a seed, ``sample0007``."""
     if seed is not None:
         if int(seed) < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
-        return f"seed{int(seed):04d}{suffix}.{ext}"
+        return f"seed{int(seed):04d}"
     if index is None:
         raise ValueError("output_name needs a seed or an index")
     if int(index) < 0:
         raise ValueError(f"index must be non-negative, got {index}")
-    return f"sample{int(index):04d}{suffix}.{ext}"
+    return f"sample{int(index):04d}"
+
+
+def save_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    path = Path(path)
+    with _atomic_target(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+    return path
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:

@@ -12,11 +12,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "demo"
 # Layer of each demo module (by dotted prefix) and the third-party packages it may import.
 LAYERS: list[tuple[str, int]] = [
     ("demo.errors", 0),
+    ("demo._version", 0),
     ("demo.config", 0),
     ("demo.progress", 0),
     ("demo.cameras", 1),
     ("demo.render", 1),
     ("demo.rng", 1),
+    ("demo.devices", 1),
     ("demo.networks", 2),
     ("demo.weights", 3),
     ("demo.media", 4),

@@ -8,6 +8,7 @@ import torch
 import trimesh
 
 from demo.cameras import camera_from_angles
+from demo.errors import InputError
 from demo.render.grid import grid_points
 from demo.tasks import mesh as mesh_task
 from tests.conftest import require_reference
@@ -54,7 +55,7 @@ def test_border_padding_closes_a_shape_cut_by_the_box():
     # The first emptied voxel is index n - pad; the surface lies between it and its inner neighbour.
     pad = int(30 * n / 256)
     assert 0.5 - (pad + 1) / (n - 1) <= vertices[:, 1].max() <= 0.5 - (pad - 1) / (n - 1)
-    with pytest.raises(ValueError, match="never crosses"):
+    with pytest.raises(InputError, match="never crosses"):
         mesh_task.mesh_from_volume(np.zeros((n, n, n), np.float32), level=10.0)
 
 

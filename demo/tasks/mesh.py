@@ -29,6 +29,7 @@ import torch
 
 from demo import media
 from demo.cameras import Camera
+from demo.errors import InputError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.progress import ProgressFn, report
 from demo.render.grid import density_grid, grid_points, official_border_pad, official_density_volume
@@ -145,7 +146,10 @@ def mesh_from_volume(
             index[axis] = slice(n - pad, n)
             volume[tuple(index)] = empty
     if not (volume.min() < level < volume.max()):
-        raise ValueError(f"the density never crosses level {level} (range {volume.min():.3g} to {volume.max():.3g}); nothing to mesh")
+        raise InputError(
+            f"The density never crosses the iso-level {level:g} (it ranges from {volume.min():.3g} to {volume.max():.3g}), "
+            "so there is no surface to mesh. Choose a level inside that range (--shape-level)."
+        )
     spacing = box_warp / (n - 1)
     vertices, faces, normals, _ = measure.marching_cubes(volume, level=level, spacing=(spacing,) * 3)
     # skimage's normals already point down the density gradient (outwards), but its faces wind
