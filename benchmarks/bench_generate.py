@@ -1,0 +1,108 @@
+"""Speed of seed -> image and seed -> coloured mesh on the current device, full-size FFHQ config.
+
+Random weights are fine: speed does not depend on the values. The mesh comparison runs both
+paths in one process on the same identity:
+
+- ours: mapping + backbone once, the separable density grid (``demo.render.grid.density_grid``),
+  marching cubes, vertex colours;
+- per-chunk: what ``gen_samples.py`` does -- for every chunk of 1,000,000 grid points run mapping
+  and backbone again and query the decoder point by point -- followed by the same marching cubes
+  and colours.
+
+Usage: ``python benchmarks/bench_generate.py [--device cuda] [--resolutions 128,256] [--repeats 3]``.
+Report ratios from one run; absolute times only from a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from demo.config import GeneratorConfig  # noqa: E402
+from demo.devices import pick_device  # noqa: E402
+from demo.networks.eg3d import TriplaneGenerator  # noqa: E402
+from demo.render.grid import grid_points  # noqa: E402
+from demo.tasks import mesh as mesh_task  # noqa: E402
+from demo.tasks.sample import default_conditioning, view_camera  # noqa: E402
+
+CHUNK = 1_000_000
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _timed(fn, device, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _mesh_ours(model, z, cond, resolution):
+    ws = model.mapping(z, cond, truncation_psi=0.7)
+    return mesh_task.extract_mesh(model, ws, resolution=resolution, keep_largest=False)
+
+
+def _mesh_per_chunk(model, z, cond, resolution):
+    points = grid_points(resolution, model.config.render.box_warp, device=model.device)
+    sigma = torch.empty(points.shape[0], device=model.device)
+    for start in range(0, points.shape[0], CHUNK):
+        torch.manual_seed(0)
+        ws = model.mapping(z, cond, truncation_psi=0.7)  # recomputed per chunk, as gen_samples.py
+        out = model.sample_mixed(points[None, start : start + CHUNK], None, ws)
+        sigma[start : start + CHUNK] = out["sigma"][0, :, 0]
+    volume = sigma.reshape(resolution, resolution, resolution).cpu()
+    vertices, faces, _ = mesh_task.mesh_from_volume(volume, level=mesh_task.OFFICIAL_LEVEL, box_warp=model.config.render.box_warp)
+    planes = model.planes(model.mapping(z, cond, truncation_psi=0.7))
+    mesh_task.vertex_colors(model, planes, vertices)
+    return len(faces)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--resolutions", default="128,256")
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    torch.manual_seed(0)
+    model = TriplaneGenerator(GeneratorConfig.ffhq512()).eval().requires_grad_(False).to(device)
+    with torch.no_grad():
+        # Random weights give an empty or solid field; shift the density so the iso-surface exists.
+        model.decoder.net[2].weight[0] *= 10
+        model.decoder.net[2].bias[0] = 10.0
+    z = torch.from_numpy(np.random.RandomState(0).randn(1, model.z_dim)).to(device)
+    cond = default_conditioning(model)
+    camera = view_camera(model, yaw_deg=20.0)
+    rows = []
+    with torch.inference_mode():
+        seconds = _timed(lambda: model(z, camera, truncation_psi=0.7, rng=torch.Generator().manual_seed(0)), device, args.repeats)
+        rows.append(("image 512² (mapping + synthesis), batch 1", seconds, None, None))
+        for resolution in (int(r) for r in args.resolutions.split(",")):
+            ours = _timed(lambda: _mesh_ours(model, z, cond, resolution), device, args.repeats)
+            chunked = _timed(lambda: _mesh_per_chunk(model, z, cond, resolution), device, args.repeats)
+            rows.append((f"coloured mesh {resolution}³", ours, chunked, chunked / ours))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}; full-size FFHQ-512 config, random weights; median of {args.repeats}")
+    print(f"{'task':<46} {'ours s':>9} {'per-chunk s':>12} {'speed-up':>9}")
+    for task, ours, chunked, ratio in rows:
+        print(f"{task:<46} {ours:9.2f} {'' if chunked is None else f'{chunked:12.2f}':>12} {'' if ratio is None else f'{ratio:8.1f}x':>9}")
+
+
+if __name__ == "__main__":
+    main()
