@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from demo.errors import CheckpointError, DemoError, InputError
 from demo.progress import ProgressFn
@@ -262,14 +263,56 @@ def _load_model(args: argparse.Namespace):
         return load_generator(args.model, device=device, progress=progress)
 
 
-def _add_generate(parser: argparse.ArgumentParser) -> None:
-    _add_model_options(parser)
+def _add_latent_options(parser: argparse.ArgumentParser, *, ws_nargs: str | None = None) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--seeds", default="0", help="seeds and ranges, e.g. '0-3,7' (default 0)")
     source.add_argument("--z", type=Path, help="latents z as .npy, shape (N, z_dim)")
-    source.add_argument("--ws", type=Path, help="latents ws as .npy, shape (N, num_ws, w_dim) (no truncation applied)")
+    source.add_argument(
+        "--ws", type=Path, nargs=ws_nargs, help="latents ws as .npy, shape (N, num_ws, w_dim) (no truncation applied)"
+    )
     parser.add_argument("--trunc", type=_psi_arg, default=0.7, help="truncation psi (default 0.7)")
     parser.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N ws (default all)")
+
+
+def _latents(args: argparse.Namespace, model) -> list[tuple[str, Any]]:
+    """(name, ws (1, num_ws, w_dim) numpy) per identity from --seeds / --z / --ws."""
+    import numpy as np
+    import torch
+
+    from demo import media
+    from demo.tasks.sample import default_conditioning, parse_seeds, z_from_seed
+
+    if args.ws is not None:
+        named = []
+        for path in args.ws if isinstance(args.ws, list) else [args.ws]:
+            array = media.load_npy(path)
+            if array.ndim == 2:
+                array = array[None]
+            if array.ndim != 3 or tuple(array.shape[1:]) != (model.num_ws, model.w_dim):
+                raise InputError(
+                    f"{path}: expected ws of shape (N, {model.num_ws}, {model.w_dim}) for this model, got {array.shape}."
+                )
+            stem = Path(path).stem.removesuffix("_ws")
+            for index in range(len(array)):
+                named.append((stem if len(array) == 1 else f"{stem}_{index:02d}", array[index : index + 1].astype(np.float32)))
+        return named
+    if args.z is not None:
+        z_all = media.load_npy(args.z, shape=(-1, model.z_dim))
+        items = [(media.output_stem(None, index=i), z_all[i : i + 1]) for i in range(len(z_all))]
+    else:
+        items = [(media.output_stem(seed), z_from_seed(seed, model.z_dim)) for seed in parse_seeds(args.seeds)]
+    cond = default_conditioning(model)
+    with torch.inference_mode():
+        return [
+            (name, model.mapping(torch.from_numpy(z).to(model.device), cond, truncation_psi=args.trunc,
+                                 truncation_cutoff=args.trunc_cutoff).cpu().numpy())
+            for name, z in items
+        ]
+
+
+def _add_generate(parser: argparse.ArgumentParser) -> None:
+    _add_model_options(parser)
+    _add_latent_options(parser)
     parser.add_argument("--yaw-deg", type=float, default=0.0, help="camera yaw, degrees (+ = camera to the face's left)")
     parser.add_argument("--pitch-deg", type=float, default=0.0, help="camera pitch, degrees (- = camera above)")
     parser.add_argument("--fov-deg", type=float, default=None, help="diagonal FOV as the official scripts (default: training focal)")
@@ -310,9 +353,181 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- video / multiview / interpolate ----------------------------------------------------------------
+
+
+def _float_list(value: str) -> list[float]:
+    try:
+        values = [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {value!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("the list is empty")
+    return values
+
+
+def _add_render_options(parser: argparse.ArgumentParser) -> None:
+    from demo.tasks.video import RENDER_MODES
+
+    parser.add_argument("--mode", choices=RENDER_MODES, default="image", help="what the frames show (default image)")
+    parser.add_argument("--frames", type=int, default=120, help="number of frames (default 120)")
+    parser.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
+    parser.add_argument("--depth-mult", type=int, default=1, help="multiply per-ray samples (gen_videos uses 2)")
+    parser.add_argument("--batch", type=int, default=4, help="frames per forward pass (default 4)")
+    parser.add_argument("--gif", action="store_true", help="also write an animated GIF")
+    parser.add_argument("--save-frames", action="store_true", help="also write every frame as PNG")
+    parser.add_argument(
+        "--any-angle", action="store_true",
+        help="allow views the model was not trained for (e.g. a 360 turn of a front-facing EG3D model)",
+    )
+
+
+def _add_video(parser: argparse.ArgumentParser) -> None:
+    from demo.tasks.video import TRAJECTORIES
+
+    _add_model_options(parser)
+    _add_latent_options(parser, ws_nargs="+")
+    parser.add_argument("--trajectory", choices=TRAJECTORIES, default="orbit", help="camera path (default: official orbit)")
+    parser.add_argument("--yaw-range", type=float, default=35.0, help="yaw amplitude for 'yaw', degrees")
+    parser.add_argument("--pitch-deg", type=float, default=0.0, help="pitch for 'yaw' and '360', degrees")
+    parser.add_argument("--yaw-keys", type=_float_list, default=[], help="keyframe yaws, e.g. -30,0,30 ('keyframes')")
+    parser.add_argument("--pitch-keys", type=_float_list, default=[], help="keyframe pitches ('keyframes')")
+    _add_render_options(parser)
+    parser.add_argument("--outdir", type=Path, required=True, help="output folder (created)")
+
+
+def _cmd_video(args: argparse.Namespace) -> int:
+    from demo import media
+    from demo.tasks import video
+
+    trajectory = video.make_trajectory(
+        args.trajectory, args.frames, yaw_range_deg=args.yaw_range, pitch_deg=args.pitch_deg,
+        yaw_keys_deg=args.yaw_keys, pitch_keys_deg=args.pitch_keys,
+    )
+    model = _load_model(args)
+    identities = _latents(args, model)
+    out = media.check_writable_dir(args.outdir)
+    with _progress_bar() as progress:
+        for index, (name, ws) in enumerate(identities):
+            stem = f"{name}_{trajectory.name}"
+            result = video.render_video(
+                model, ws, trajectory, out / f"{stem}.mp4", mode=args.mode, fps=args.fps,
+                depth_multiplier=args.depth_mult, batch_size=args.batch, gif=args.gif, full_turn=args.any_angle,
+                frames_dir=out / f"{stem}_frames" if args.save_frames else None,
+                progress=lambda f, m, i=index, n=name: progress((i + f) / len(identities), f"{n}: {m}"),
+            )
+            print(f"wrote {result.path} ({result.num_frames} frames, {result.fps:g} fps)")
+    return 0
+
+
+def _add_multiview(parser: argparse.ArgumentParser) -> None:
+    from demo.tasks.video import RENDER_MODES
+
+    _add_model_options(parser)
+    _add_latent_options(parser, ws_nargs="+")
+    parser.add_argument("--inputs", type=Path, help="a folder of ws .npy files (one identity per file)")
+    parser.add_argument("--yaws", type=_float_list, default=[-30.0, 0.0, 30.0], help="yaw angles, degrees (default -30,0,30; write --yaws=-30,0,30 when the list starts with a minus)")
+    parser.add_argument("--pitches", type=_float_list, default=[0.0], help="pitch angles, degrees (default 0)")
+    parser.add_argument("--paired", action="store_true", help="pair yaws[i] with pitches[i] instead of the full grid")
+    parser.add_argument("--any-angle", action="store_true", help="allow views the model was not trained for")
+    parser.add_argument("--mode", choices=RENDER_MODES, default="image")
+    parser.add_argument("--fov-deg", type=float, default=None, help="diagonal FOV (default: training focal)")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--outdir", type=Path, required=True, help="output folder; one subfolder per identity")
+
+
+def _cmd_multiview(args: argparse.Namespace) -> int:
+    from demo import media
+    from demo.tasks import video
+
+    views = video.view_list(args.yaws, args.pitches, paired=args.paired)
+    if args.inputs is not None:
+        files = sorted(args.inputs.glob("*.npy")) if args.inputs.is_dir() else []
+        if not files:
+            raise InputError(f"{args.inputs} holds no .npy latent files.")
+        args.ws = files
+    model = _load_model(args)
+    identities = _latents(args, model)
+    out = media.check_writable_dir(args.outdir)
+    with _progress_bar() as progress:
+        for index, (name, ws) in enumerate(identities):
+            result = video.render_multiview(
+                model, ws, views, out / name, stem=name, mode=args.mode, fov_deg=args.fov_deg, batch_size=args.batch,
+                full_turn=args.any_angle,
+                progress=lambda f, m, i=index, n=name: progress((i + f) / len(identities), f"{n}: {m}"),
+            )
+            print(f"wrote {len(result.images)} views to {result.folder}")
+    return 0
+
+
+def _add_interpolate(parser: argparse.ArgumentParser) -> None:
+    _add_model_options(parser)
+    _add_latent_options(parser, ws_nargs="+")
+    parser.add_argument("--interp", choices=("linear", "slerp", "cubic-loop"), default="linear",
+                        help="latent path: linear or spherical in W, or gen_videos' looping cubic")
+    parser.add_argument("--loop", action="store_true", help="return to the first identity at the end (linear/slerp)")
+    parser.add_argument("--trajectory", choices=("static", "orbit", "yaw"), default="static", help="camera during the morph")
+    parser.add_argument("--strip", type=int, default=8, help="frames in the PNG strip (default 8)")
+    _add_render_options(parser)
+    parser.add_argument("--outdir", type=Path, required=True, help="output folder (created)")
+
+
+def _cmd_interpolate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from demo import media
+    from demo.tasks import video
+    from demo.tasks.interpolate import interpolation_path
+
+    trajectory = video.make_trajectory(args.trajectory, args.frames)
+    model = _load_model(args)
+    identities = _latents(args, model)
+    if len(identities) < 2 and args.interp != "cubic-loop":
+        raise InputError("Interpolation needs at least two identities (e.g. --seeds 0,5 or two --ws files).")
+    keyframes = np.concatenate([ws for _, ws in identities])
+    path = interpolation_path(keyframes, args.frames, mode=args.interp, loop=args.loop)
+    out = media.check_writable_dir(args.outdir)
+    stem = "interp_" + "-".join(name for name, _ in identities[:6])
+    with _progress_bar() as progress:
+        result = video.render_video(
+            model, path.astype(np.float32), trajectory, out / f"{stem}.mp4", mode=args.mode, fps=args.fps,
+            depth_multiplier=args.depth_mult, batch_size=args.batch, gif=args.gif, full_turn=args.any_angle,
+            frames_dir=out / f"{stem}_frames" if args.save_frames else None, progress=progress,
+        )
+    strip = video.frame_strip(media.read_video_frames(result.path), args.strip)
+    media.save_png(out / f"{stem}_strip.png", strip)
+    media.save_npy(out / f"{stem}_ws.npy", path.astype(np.float32))
+    print(f"wrote {result.path} ({result.num_frames} frames) and {stem}_strip.png")
+    return 0
+
+
 # --- registration ---------------------------------------------------------------------------------
 
 COMMANDS: tuple[Command, ...] = (
+    Command(
+        "video",
+        "rotation videos of seeds or latents",
+        _add_video,
+        _cmd_video,
+        "Render each identity along a camera path (the official orbit, a yaw sweep, a 360 turn or keyframes) to an "
+        "H.264 mp4, in image, raw image, depth or image|depth mode. The tri-planes are computed once per identity.",
+    ),
+    Command(
+        "multiview",
+        "fixed multi-view image sets (yaw x pitch) per identity",
+        _add_multiview,
+        _cmd_multiview,
+        "One PNG per (identity, view), named with its angles, plus a JSON of every view's angles and 25-number camera. "
+        "Identities from --seeds, --z, --ws files or a folder of ws files (--inputs).",
+    ),
+    Command(
+        "interpolate",
+        "morph between seeds or latents",
+        _add_interpolate,
+        _cmd_interpolate,
+        "Interpolate in W between two or more identities (linear, spherical, or gen_videos' looping cubic), with a "
+        "fixed or moving camera; writes an mp4, a strip of frames and the ws path.",
+    ),
     Command(
         "generate",
         "seeds or latents -> images, depth, alpha, latents, cameras, meshes",

@@ -41,6 +41,12 @@ Meshes (vertex positions in world units, per-vertex colours as uint8)
     ``.obj``: text, ``v x y z r g b`` with colours as floats in [0, 1] (a widespread extension;
     alpha is dropped); MeshLab and Blender read the colours, but ``gr.Model3D`` renders the mesh
     solid black, so offer ``.glb`` in the browser.
+Video ``.mp4``
+    ``write_video``: H.264 (libx264), pixel format yuv420p, constant frame rate, ``moov`` index at
+    the front (faststart), so browsers and ``gr.Video`` play it while it downloads. Odd widths or
+    heights are padded by one edge-replicated pixel (yuv420p needs even sizes).
+Animated GIF
+    ``write_gif``: Pillow, adaptive palette per frame, delays in hundredths of a second.
 ``.mrc`` (MRC2014, mode 2)
     A float32 density volume stored as given, axis order unchanged, exactly as ``gen_samples.py
     --shapes`` writes it; the optional voxel size goes in the header (MRC calls the unit Angstrom; we
@@ -49,11 +55,14 @@ Meshes (vertex positions in world units, per-vertex colours as uint8)
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -536,3 +545,355 @@ def _squeeze_to_2d(array: np.ndarray, name: str) -> np.ndarray:
 
 def _shape_matches(actual: tuple[int, ...], expected: tuple[int, ...]) -> bool:
     return len(actual) == len(expected) and all(e == -1 or a == e for a, e in zip(actual, expected))
+
+
+# ---------------------------------------------------------------------------------------------
+# Video and frame sequences
+#
+# Videos go through imageio's FFMPEG plugin, which drives the static ffmpeg that the imageio-ffmpeg
+# wheel ships (no system ffmpeg is needed). Both are imported inside the functions: imageio takes a
+# noticeable fraction of a second to import and most commands never write a video.
+
+VIDEO_SUFFIX = ".mp4"
+"""The one container :func:`write_video` writes."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`read_video_info` finds in a video file."""
+
+    num_frames: int
+    """Frames in the first video stream (counted from its packets, not estimated from the duration)."""
+    width: int
+    """Frame width in pixels."""
+    height: int
+    """Frame height in pixels."""
+    fps: float
+    """Frame rate as ffmpeg reports it (exact for integer rates; two decimals otherwise, e.g. 29.97)."""
+    codec: str
+    """Codec name as ffmpeg spells it, e.g. ``"h264"``."""
+    pix_fmt: str
+    """Pixel format without ffmpeg's colour-range notes, e.g. ``"yuv420p"``."""
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: np.ndarray | Iterable[np.ndarray],
+    *,
+    fps: float = 30.0,
+    crf: int = 18,
+) -> Path:
+    """Write frames as an H.264 ``.mp4`` that browsers play (Chromium, Firefox, Safari, ``gr.Video``).
+
+    The stream is H.264 (libx264) in pixel format yuv420p at a constant ``fps``, with the ``moov``
+    index at the front of the file (``-movflags +faststart``) so that playback starts before the
+    download ends. Frames are streamed to ffmpeg one at a time; an iterable is never collected.
+
+    yuv420p stores colour at half resolution and so needs an even width and height: an odd size is
+    padded by one pixel on the right and/or bottom, repeating the edge pixels, so a 33x17 input gives
+    a 34x18 video. Colours come back within a few levels (lossy; ``crf`` 18 is visually lossless).
+
+    Args:
+        path: destination ending in ``.mp4``; parent folders are created. Written atomically: on any
+            failure neither ``path`` nor its ``.part`` file is left behind.
+        frames: ``(T, H, W, 3)`` uint8 RGB with T >= 1, or an iterable of ``(H, W, 3)`` uint8 RGB
+            frames, all of the same size.
+        fps: frames per second, > 0; stored as an exact fraction (24 -> 24/1, 29.97 -> 2997/100).
+        crf: x264 constant rate factor in [0, 51]; lower is better and larger, 18 is near lossless,
+            23 is x264's default.
+
+    Returns:
+        ``path`` as a ``Path``.
+
+    Raises:
+        ValueError: the suffix is not ``.mp4``, there are no frames, a frame is not ``(H, W, 3)``
+            uint8 or differs in size from the first, or ``fps`` / ``crf`` is out of range.
+    """
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if path.suffix.lower() != VIDEO_SUFFIX:
+        raise ValueError(f"write_video writes {VIDEO_SUFFIX} files only, got {path.name!r}")
+    fps = _check_fps(fps)
+    if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
+        raise ValueError(f"crf must be an integer in [0, 51], got {crf!r}")
+    stream = _frame_stream(frames, "write_video")
+    first = next(stream)  # before anything touches the disk: no frames means no file
+    height, width = first.shape[:2]
+    pad = ((0, height % 2), (0, width % 2), (0, 0)) if height % 2 or width % 2 else None
+    output_params = [
+        *("-crf", str(int(crf))),
+        *("-movflags", "+faststart"),
+        *("-fps_mode", "cfr"),
+        # ffmpeg picks the container from the file name, and ours ends in ".part": name it.
+        *("-f", "mp4"),
+    ]
+    with _atomic_target(path) as part:
+        # imageio's FFMPEG plugin refuses names it does not recognise; `extension` tells it what the
+        # ".part" file is. `legacy_get_writer` is what imageio.v2.get_writer returns for this plugin.
+        plugin = iio.imopen(part, "wI", plugin="FFMPEG", extension=VIDEO_SUFFIX, legacy_mode=True)
+        writer = plugin.legacy_get_writer(
+            fps=fps,
+            codec="libx264",
+            quality=None,  # rate control is `-crf` in output_params
+            pixelformat="yuv420p",
+            macro_block_size=1,  # sizes are made even above; never let ffmpeg rescale
+            ffmpeg_log_level="error",
+            output_params=output_params,
+        )
+        # Not `with writer:` - imageio's writer skips closing when the block raises, which would leave
+        # ffmpeg running and writing the ".part" file after `_atomic_target` has deleted it. Closing
+        # waits for ffmpeg to exit, so the file is complete (or gone) before it is renamed or deleted.
+        try:
+            for frame in itertools.chain([first], stream):
+                if frame.shape != first.shape:
+                    raise ValueError(f"all frames must be {first.shape}; got a frame of shape {frame.shape}")
+                writer.append_data(frame if pad is None else np.pad(frame, pad, mode="edge"))
+        except BaseException:
+            try:
+                writer.close()
+            except (OSError, RuntimeError):
+                pass  # the original error matters more
+            raise
+        writer.close()
+        # imageio does not report ffmpeg's exit status; an empty file is how a failed run shows here.
+        if not part.is_file() or part.stat().st_size == 0:
+            raise OSError(f"ffmpeg wrote no video to {path}; see its messages on stderr")
+    return path
+
+
+def write_gif(
+    path: str | os.PathLike,
+    frames: np.ndarray | Iterable[np.ndarray],
+    *,
+    fps: float = 15.0,
+    loop: bool = True,
+    max_side: int | None = 512,
+) -> Path:
+    """Write frames as an animated GIF with Pillow, atomically.
+
+    Each frame gets its own adaptive 256-colour palette. The GIF format stores delays in hundredths
+    of a second, so the per-frame delay ``round(1000 / fps)`` ms is stored truncated to 10 ms steps
+    (15 fps: 67 ms requested, 60 ms stored); browsers slow delays under 20 ms down, so keep
+    ``fps`` <= 50. Pillow merges a frame identical to the one before into a single longer frame, so a
+    still stretch reloads as fewer frames of the same total duration.
+
+    Args:
+        path: destination, usually ``*.gif``; parent folders are created.
+        frames: ``(T, H, W, 3)`` uint8 RGB with T >= 1, or an iterable of ``(H, W, 3)`` uint8 RGB
+            frames of the same size.
+        fps: frames per second, > 0.
+        loop: loop forever when true, play once otherwise.
+        max_side: frames larger than this on their longer side are downscaled (Lanczos, keeping the
+            aspect ratio) so that it equals ``max_side``; ``None`` keeps the size.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    fps = _check_fps(fps)
+    if max_side is not None and (
+        isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < 1
+    ):
+        raise ValueError(f"max_side must be a positive integer or None, got {max_side!r}")
+    stream = _frame_stream(frames, "write_gif")
+    first = next(stream)
+    height, width = first.shape[:2]
+    size = (width, height)
+    if max_side is not None and max(width, height) > max_side:
+        scale = max_side / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+
+    def to_image(frame: np.ndarray) -> Image.Image:
+        if frame.shape != first.shape:
+            raise ValueError(f"all frames must be {first.shape}; got a frame of shape {frame.shape}")
+        image = Image.fromarray(np.ascontiguousarray(frame))
+        return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
+
+    options: dict[str, Any] = {"duration": round(1000.0 / fps)}
+    if loop:
+        options["loop"] = 0  # the NETSCAPE extension's "repeat forever"; without it a GIF plays once
+    with _atomic_target(path) as part:
+        to_image(first).save(
+            part,
+            format="GIF",
+            save_all=True,
+            append_images=(to_image(frame) for frame in stream),
+            optimize=False,
+            **options,
+        )
+    return path
+
+
+def save_frames(
+    folder: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray], *, stem: str = "frame"
+) -> list[Path]:
+    """Write one PNG per frame, ``<stem>0000.png``, ``<stem>0001.png``, ... (at least four digits).
+
+    Args:
+        folder: destination folder; created if needed.
+        frames: ``(T, H, W, 3)`` uint8, or an iterable of frames :func:`save_png` accepts.
+        stem: file name before the number, without path separators.
+
+    Returns:
+        The written paths in frame order (empty for no frames).
+    """
+    if not stem or "/" in stem or "\\" in stem or "\0" in stem:
+        raise ValueError(f"stem must be a non-empty name without path separators, got {stem!r}")
+    folder = Path(folder)
+    return [save_png(folder / f"{stem}{index:04d}.png", frame) for index, frame in enumerate(frames)]
+
+
+def read_video_info(path: str | os.PathLike) -> VideoInfo:
+    """Size, frame count, frame rate, codec and pixel format of a video file's first video stream.
+
+    Any format the bundled ffmpeg reads works, whatever the file name. The frame count comes from
+    the stream's packets (fast; nothing is decoded).
+
+    Raises:
+        InputError: the file is missing or is not a video ffmpeg can read.
+    """
+    path = Path(path)
+    with _video_reader(path) as reader:
+        meta = reader.get_meta_data()
+        try:
+            num_frames = int(reader.count_frames())
+        except (OSError, RuntimeError) as error:
+            raise InputError(f"{path} is not a readable video ({_ffmpeg_reason(error)}).") from error
+    width, height = meta["size"]
+    return VideoInfo(
+        num_frames=num_frames,
+        width=int(width),
+        height=int(height),
+        fps=float(meta["fps"]),
+        # ffmpeg's header says e.g. "h264 (High) (avc1 / ...)" and "yuv420p(progressive)".
+        codec=str(meta.get("codec", "")).split()[0].rstrip(",") if meta.get("codec") else "",
+        pix_fmt=str(meta.get("pix_fmt", "")).split("(")[0].strip(),
+    )
+
+
+def read_video_frames(path: str | os.PathLike) -> np.ndarray:
+    """Decode every frame of a video file.
+
+    Returns:
+        ``(T, H, W, 3)`` uint8 RGB, T >= 1. The whole video is held in memory.
+
+    Raises:
+        InputError: the file is missing, is not a video ffmpeg can read, or holds no frames.
+    """
+    path = Path(path)
+    with _video_reader(path) as reader:
+        try:
+            frames = [np.asarray(frame) for frame in reader.iter_data()]
+        except (OSError, RuntimeError) as error:
+            raise InputError(f"{path} is not a readable video ({_ffmpeg_reason(error)}).") from error
+    if not frames:
+        raise InputError(f"{path} holds no video frames.")
+    return np.stack(frames).astype(np.uint8, copy=False)
+
+
+def tile_frames(frames: list[np.ndarray]) -> np.ndarray:
+    """Place images or frame sequences side by side, left to right (e.g. image | depth preview).
+
+    Args:
+        frames: a non-empty list of uint8 arrays, all ``(H_i, W_i, 3)`` or all ``(T, H_i, W_i, 3)``
+            with the same T. An array whose height differs from the first's is resized (nearest
+            neighbour) to the first's height, its width scaled by the same factor (rounded, at
+            least 1).
+
+    Returns:
+        uint8 ``(H_0, sum W_i, 3)`` or ``(T, H_0, sum W_i, 3)``.
+    """
+    if not frames:
+        raise ValueError("tile_frames needs at least one array")
+    arrays = [np.asarray(frame) for frame in frames]
+    reference = arrays[0]
+    for array in arrays:
+        if array.dtype != np.uint8 or array.ndim not in (3, 4) or array.shape[-1] != 3:
+            raise ValueError(
+                f"tile_frames takes uint8 (H, W, 3) or (T, H, W, 3) arrays, got {array.dtype} {array.shape}"
+            )
+        if array.ndim != reference.ndim or (array.ndim == 4 and len(array) != len(reference)):
+            raise ValueError(f"all arrays must be alike: got {reference.shape} and {array.shape}")
+    height = reference.shape[-3]
+    resized = []
+    for array in arrays:
+        if array.shape[-3] != height:
+            old_height, old_width = array.shape[-3:-1]
+            width = max(1, round(old_width * height / old_height))
+            # Nearest neighbour: output pixel centre (i + 0.5) samples input pixel floor((i + 0.5) * old / new).
+            rows = np.minimum(((np.arange(height) + 0.5) * old_height / height).astype(np.int64), old_height - 1)
+            cols = np.minimum(((np.arange(width) + 0.5) * old_width / width).astype(np.int64), old_width - 1)
+            array = array[..., rows, :, :][..., cols, :]
+        resized.append(array)
+    return np.concatenate(resized, axis=-2)
+
+
+def _frame_stream(frames: np.ndarray | Iterable[np.ndarray], name: str) -> Iterator[np.ndarray]:
+    """Yield checked ``(H, W, 3)`` uint8 frames one at a time; raises ``ValueError`` on the first bad one.
+
+    A generator, so that an iterable input is consumed lazily; asking for the first frame of an
+    empty input raises ``ValueError`` (not ``StopIteration``).
+    """
+    if isinstance(frames, np.ndarray) and frames.ndim != 4:
+        raise ValueError(
+            f"{name}: frames must be (T, H, W, 3) uint8 or an iterable of (H, W, 3) frames, got {frames.shape}"
+        )
+
+    def check(frame: Any) -> np.ndarray:
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 or 0 in frame.shape:
+            raise ValueError(f"{name}: each frame must be (H, W, 3) uint8 RGB, got {frame.dtype} {frame.shape}")
+        return frame
+
+    iterator = iter(frames)
+    first = next(iterator, None)
+    if first is None:
+        raise ValueError(f"{name}: there are no frames; need at least one")
+
+    def generate() -> Iterator[np.ndarray]:
+        yield check(first)
+        for frame in iterator:
+            yield check(frame)
+
+    return generate()
+
+
+def _check_fps(fps: float) -> float:
+    if (
+        isinstance(fps, bool)
+        or not isinstance(fps, (int, float, np.integer, np.floating))
+        or not (math.isfinite(fps) and fps > 0)
+    ):
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
+    return float(fps)
+
+
+@contextmanager
+def _video_reader(path: Path) -> Iterator[Any]:
+    """Open ``path`` with imageio's FFMPEG reader; missing or unreadable files raise ``InputError``."""
+    import imageio.v3 as iio
+
+    if not path.is_file():
+        reason = "is a folder, not a video file" if path.is_dir() else "does not exist"
+        raise InputError(f"{path} {reason}.")
+    try:
+        # ffmpeg probes the content itself; the extension only gets past imageio's check of the name.
+        reader = iio.imopen(path, "rI", plugin="FFMPEG", extension=VIDEO_SUFFIX, legacy_mode=True).legacy_get_reader()
+    except (OSError, RuntimeError, ValueError) as error:
+        raise InputError(
+            f"{path} is not a readable video ({_ffmpeg_reason(error)}). Use an .mp4 file such as write_video writes."
+        ) from error
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def _ffmpeg_reason(error: BaseException) -> str:
+    """The last line of ffmpeg's messages in an imageio error (e.g. "Invalid data found when processing input")."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    last = lines[-1]
+    return last.split(": ", 1)[1] if last.startswith("Error opening input") and ": " in last else last
