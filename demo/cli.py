@@ -247,18 +247,18 @@ def _psi_arg(value: str) -> float:
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="eg3d-ffhqrebalanced512-128",
-        help="registry id, converted folder, official .pkl, or 'tiny' (random weights, for trying the tool)",
+        help="registry id, converted folder, official .pkl, or 'tiny' / 'tiny-panohead' (random weights, for trying the tool)",
     )
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu' or 'cuda'")
 
 
 def _load_model(args: argparse.Namespace):
     from demo.devices import pick_device
-    from demo.weights.store import TINY_ID, load_generator
+    from demo.weights.store import TINY_IDS, load_generator
 
     device = pick_device(args.device)
-    if args.model == TINY_ID:
-        print("note: --model tiny is a small RANDOM model: outputs are noise, not faces.", file=sys.stderr)
+    if args.model in TINY_IDS:
+        print(f"note: --model {args.model} is a small RANDOM model: outputs are noise, not faces.", file=sys.stderr)
     with _progress_bar() as progress:
         return load_generator(args.model, device=device, progress=progress)
 

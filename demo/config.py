@@ -60,6 +60,8 @@ class MappingConfig:
     """Equalized-learning-rate multiplier of the fc layers (scales weights and biases)."""
     w_avg_beta: float | None = 0.998
     """Decay of the tracked w average (training only; kept for provenance)."""
+    last_linear: bool = False
+    """The last fc layer has no activation (PanoHead's camera-offset mapping)."""
 
     def __post_init__(self) -> None:
         _check(self.z_dim >= 0, "z_dim", "must be >= 0")
@@ -231,6 +233,45 @@ class SuperResConfig:
         return 256.0 if self.use_fp16 else None
 
 
+DecoderActivation = Literal["sigmoid", "none", "lrelu"]
+
+
+@dataclass(frozen=True)
+class PanoHeadConfig:
+    """What PanoHead (An et al. 2023) adds to EG3D: tri-grid, background, raw ToRGB, camera offset."""
+
+    triplane_depth: int = 3
+    """Depth slices D of each tri-grid plane (1 for the ablation model; still a 3-D lookup)."""
+    decoder_activation: DecoderActivation = "none"
+    """Activation of the 32 decoder features: 'none' (PanoHead), 'sigmoid' (EG3D) or 'lrelu'."""
+    use_torgb_raw: bool = True
+    """``image_raw`` from a modulated 1x1 conv of the feature image (else its first 3 channels)."""
+    use_background: bool = True
+    """A second StyleGAN2 synthesis network paints the background behind the head."""
+    background_resolution: int = 128
+    """Side of the background feature image (official: 128)."""
+    background_channel_base: int = 16384
+    """channel_base of the background network (official: half the backbone's)."""
+    background_channel_max: int = 512
+    density_crop: float | None = 0.4
+    """Renders force density -1000 where |x| or |z| exceeds this (official: box_warp / 2 - 0.1)."""
+    use_camera_offset: bool = True
+    """A small mapping network (t_mapping) predicts a camera translation offset used by ``forward``."""
+
+    def __post_init__(self) -> None:
+        _check(self.triplane_depth >= 1, "triplane_depth", "must be >= 1")
+        _check(self.decoder_activation in ("sigmoid", "none", "lrelu"), "decoder_activation", f"unknown {self.decoder_activation!r}")
+
+    @property
+    def background_synthesis(self) -> SynthesisConfig:
+        return SynthesisConfig(
+            resolution=self.background_resolution,
+            channel_base=self.background_channel_base,
+            channel_max=self.background_channel_max,
+            num_fp16_res=0,
+        )
+
+
 @dataclass(frozen=True)
 class GeneratorConfig:
     """A whole tri-plane generator: mapping -> backbone -> planes -> rendering -> super-resolution."""
@@ -249,6 +290,8 @@ class GeneratorConfig:
     """Point the training cameras look at, world units."""
     focal_length: float = 4.2647
     """Normalised focal length of the training cameras (4.2647 FFHQ/AFHQ, 1.7074 ShapeNet)."""
+    panohead: PanoHeadConfig | None = None
+    """PanoHead's additions; None for EG3D."""
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
     """Training-only rendering options carried for provenance (gpc_reg_prob, density_reg, ...)."""
 
@@ -263,6 +306,15 @@ class GeneratorConfig:
         return self.synthesis.num_ws
 
     @property
+    def family(self) -> str:
+        return "panohead" if self.panohead is not None else "eg3d"
+
+    @property
+    def is_full_head(self) -> bool:
+        """Trained on 360-degree views (back of the head included)."""
+        return self.panohead is not None
+
+    @property
     def image_resolution(self) -> int:
         return self.superres.image_resolution
 
@@ -274,14 +326,22 @@ class GeneratorConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
-        parts = {"mapping": MappingConfig, "synthesis": SynthesisConfig, "render": RenderConfig, "superres": SuperResConfig}
+        parts = {
+            "mapping": MappingConfig,
+            "synthesis": SynthesisConfig,
+            "render": RenderConfig,
+            "superres": SuperResConfig,
+            "panohead": PanoHeadConfig,
+        }
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"GeneratorConfig: unknown keys {sorted(unknown)}")
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
-            if key in parts:
+            if key in parts and value is None:
+                kwargs[key] = None
+            elif key in parts:
                 sub_known = {f.name for f in dataclasses.fields(parts[key])}
                 sub_unknown = set(value) - sub_known
                 if sub_unknown:
@@ -318,6 +378,27 @@ class GeneratorConfig:
     def afhq512(cls) -> GeneratorConfig:
         """The official AFHQv2 cats 512 generator."""
         return dataclasses.replace(cls.ffhq512(), avg_camera_pivot=(0.0, 0.0, -0.06), extras={"gpc_reg_prob": 0.8})
+
+    @classmethod
+    def panohead512(cls) -> GeneratorConfig:
+        """The released PanoHead generator (easy-khair-180): tri-grid depth 3, background, 8XDC SR, rendering at 64."""
+        return cls(
+            render=RenderConfig(neural_rendering_resolution=64),
+            avg_camera_pivot=(0.0, 0.0, 0.2),
+            panohead=PanoHeadConfig(),
+            extras={"gpc_reg_prob": 0.7, "density_reg": 0.0, "density_reg_p_dist": 0.004, "reg_type": "l1", "trans_reg": 10.0},
+        )
+
+    @classmethod
+    def tiny_panohead(cls) -> GeneratorConfig:
+        """A small random PanoHead-style model (tri-grid depth 2, background, camera offset) for tests."""
+        tiny = cls.tiny()
+        return dataclasses.replace(
+            tiny,
+            panohead=PanoHeadConfig(
+                triplane_depth=2, background_resolution=16, background_channel_base=128, background_channel_max=16,
+            ),
+        )
 
     @classmethod
     def shapenet128(cls) -> GeneratorConfig:

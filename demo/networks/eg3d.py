@@ -14,6 +14,7 @@ Parameter names are those of the official checkpoints.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -46,8 +47,11 @@ class TriplaneDecoder(nn.Module):
     (the renderer applies softplus(x - 1)). The view direction is not an input.
     """
 
-    def __init__(self, *, hidden: int, lr_multiplier: float, in_features: int = PLANE_CHANNELS) -> None:
+    def __init__(self, *, hidden: int, lr_multiplier: float, in_features: int = PLANE_CHANNELS, activation: str = "sigmoid") -> None:
         super().__init__()
+        if activation not in ("sigmoid", "none", "lrelu"):
+            raise ValueError(f"activation: unknown {activation!r}")
+        self.activation = activation
         self.net = nn.Sequential(
             FullyConnectedLayer(in_features, hidden, lr_multiplier=lr_multiplier),
             nn.Softplus(),
@@ -80,7 +84,11 @@ class TriplaneDecoder(nn.Module):
         x = plane_features.mean(1)
         batch, num_points, channels = x.shape
         x = self.net(x.reshape(batch * num_points, channels)).reshape(batch, num_points, -1)
-        rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001
+        rgb = x[..., 1:]
+        if self.activation == "sigmoid":
+            rgb = torch.sigmoid(rgb) * (1 + 2 * 0.001) - 0.001
+        elif self.activation == "lrelu":
+            rgb = torch.nn.functional.leaky_relu(rgb, 0.2) * math.sqrt(2)
         return x[..., 0:1], rgb
 
 
@@ -90,9 +98,14 @@ class TriplaneGenerator(nn.Module):
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = TriplaneBackbone(config.mapping, config.synthesis)
+        depth = config.panohead.triplane_depth if config.panohead is not None else 1
+        self.backbone = TriplaneBackbone(config.mapping, config.synthesis, img_channels=3 * PLANE_CHANNELS * depth)
         self.superresolution = SuperResolution(config.superres)
-        self.decoder = TriplaneDecoder(hidden=config.render.decoder_hidden, lr_multiplier=config.render.decoder_lr_multiplier)
+        self.decoder = TriplaneDecoder(
+            hidden=config.render.decoder_hidden,
+            lr_multiplier=config.render.decoder_lr_multiplier,
+            activation=config.panohead.decoder_activation if config.panohead is not None else "sigmoid",
+        )
         # Label statistics the official training loop registers; unused at inference.
         self.register_buffer("dataset_label_std", torch.ones([config.mapping.c_dim]))
 
@@ -183,6 +196,21 @@ class TriplaneGenerator(nn.Module):
         planes = self.backbone.synthesis(ws.to(self.device), noise_mode=noise_mode, rng=rng)
         return planes.view(len(planes), 3, PLANE_CHANNELS, planes.shape[-2], planes.shape[-1])
 
+    @property
+    def has_separable_planes(self) -> bool:
+        """Tri-plane features depend on two coordinates each, which fast regular-grid queries exploit."""
+        return True
+
+    def _render_options(self) -> dict[str, Any]:
+        """Extra renderer options of this family (PanoHead crops density and keeps raw features)."""
+        return {}
+
+    def _images_from_features(
+        self, feature_image: torch.Tensor, alpha_image: torch.Tensor, ws: torch.Tensor, *, noise_mode: str, rng: Rng
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """Composited features -> (features for the SR, raw RGB image, extra outputs). EG3D: RGB = first 3 channels."""
+        return feature_image, feature_image[:, :3], {}
+
     def synthesis(
         self,
         ws: torch.Tensor,
@@ -224,17 +252,20 @@ class TriplaneGenerator(nn.Module):
             planes = self.planes(ws, noise_mode=noise_mode, rng=rng)
         result = render_rays(
             planes, self.decoder, origins, directions, self.config.render,
-            depth_samples=depth_samples, importance_samples=importance_samples, rng=rng,
+            depth_samples=depth_samples, importance_samples=importance_samples, rng=rng, **self._render_options(),
         )
         batch = len(ws)
         feature_image = result.features.permute(0, 2, 1).reshape(batch, -1, resolution, resolution).contiguous()
         depth_image = result.depth.permute(0, 2, 1).reshape(batch, 1, resolution, resolution)
-        rgb_image = feature_image[:, :3]
+        alpha_image = result.alpha.permute(0, 2, 1).reshape(batch, 1, resolution, resolution)
+        feature_image, rgb_image, family_outputs = self._images_from_features(
+            feature_image, alpha_image, ws, noise_mode=noise_mode, rng=rng
+        )
         image = self.superresolution(rgb_image, feature_image, ws, rng=rng)
-        out = {"image": image, "image_raw": rgb_image, "image_depth": depth_image}
+        out = {"image": image, "image_raw": rgb_image, "image_depth": depth_image, **family_outputs}
         if return_extras:
             out["feature_image"] = feature_image
-            out["image_alpha"] = result.alpha.permute(0, 2, 1).reshape(batch, 1, resolution, resolution)
+            out["image_alpha"] = alpha_image
             out["planes"] = planes
         return out
 

@@ -40,9 +40,9 @@ class MappingNetwork(nn.Module):
             self.embed = FullyConnectedLayer(config.c_dim, embed_features)
         features = [config.z_dim + embed_features] + [hidden] * (config.num_layers - 1) + [config.w_dim]
         for index in range(config.num_layers):
-            layer = FullyConnectedLayer(
-                features[index], features[index + 1], activation="lrelu", lr_multiplier=config.lr_multiplier
-            )
+            is_last = index == config.num_layers - 1
+            activation = "linear" if is_last and config.last_linear else "lrelu"
+            layer = FullyConnectedLayer(features[index], features[index + 1], activation=activation, lr_multiplier=config.lr_multiplier)
             setattr(self, f"fc{index}", layer)
         self.register_buffer("w_avg", torch.zeros([config.w_dim]))
 
@@ -143,13 +143,12 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
-    """ws -> (B, 3 * 32, R, R) plane features, blocks from 4x4 up to the plane resolution."""
+    """ws -> (B, img_channels, R, R), blocks from 4x4 up to the resolution (EG3D: 3 x 32 plane channels)."""
 
-    def __init__(self, config: SynthesisConfig, *, w_dim: int) -> None:
+    def __init__(self, config: SynthesisConfig, *, w_dim: int, img_channels: int = 3 * PLANE_CHANNELS) -> None:
         super().__init__()
         self.config = config
         self.block_resolutions = config.block_resolutions
-        img_channels = 3 * PLANE_CHANNELS
         for resolution in self.block_resolutions:
             in_channels = config.channels_at(resolution // 2) if resolution > 4 else 0
             block = SynthesisBlock(
@@ -179,8 +178,8 @@ class SynthesisNetwork(nn.Module):
 class TriplaneBackbone(nn.Module):
     """The StyleGAN2 generator used as EG3D's backbone (``backbone.mapping`` + ``backbone.synthesis``)."""
 
-    def __init__(self, mapping: MappingConfig, synthesis: SynthesisConfig) -> None:
+    def __init__(self, mapping: MappingConfig, synthesis: SynthesisConfig, *, img_channels: int = 3 * PLANE_CHANNELS) -> None:
         super().__init__()
-        self.synthesis = SynthesisNetwork(synthesis, w_dim=mapping.w_dim)
+        self.synthesis = SynthesisNetwork(synthesis, w_dim=mapping.w_dim, img_channels=img_channels)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(mapping, num_ws=self.num_ws)

@@ -35,7 +35,7 @@ def _exp(x: torch.Tensor) -> torch.Tensor:
 
 
 def composite(
-    colors: torch.Tensor, sigmas: torch.Tensor, depths: torch.Tensor, *, white_background: bool = False
+    colors: torch.Tensor, sigmas: torch.Tensor, depths: torch.Tensor, *, white_background: bool = False, signed: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Composite samples along rays.
 
@@ -43,6 +43,7 @@ def composite(
         colors: (B, M, S, C) features per sample.
         sigmas: (B, M, S, 1) raw densities (before softplus(x - 1)).
         depths: (B, M, S, 1) sorted sample depths.
+        signed: map the features from [0, 1] to [-1, 1] (EG3D); PanoHead keeps raw decoder features.
     Returns:
         features (B, M, C) in [-1, 1] (roughly), depth (B, M, 1), weights (B, M, S - 1, 1).
     """
@@ -61,4 +62,4 @@ def composite(
     depth = torch.clamp(depth, torch.min(depths), torch.max(depths))
     if white_background:
         features = features + 1 - total
-    return features * 2 - 1, depth, weights
+    return (features * 2 - 1 if signed else features), depth, weights

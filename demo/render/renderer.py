@@ -60,6 +60,8 @@ def render_rays(
     *,
     depth_samples: int | None = None,
     importance_samples: int | None = None,
+    density_crop: float | None = None,
+    signed: bool = True,
     rng: Rng = None,
 ) -> RayBundleResult:
     """Volume-render rays through the tri-plane field.
@@ -69,6 +71,8 @@ def render_rays(
         origins, directions: (B, M, 3); directions unit length.
         options: ray range, sample counts, box size, background.
         depth_samples, importance_samples: override the config's counts (e.g. denser video depth).
+        density_crop: PanoHead's crop: samples with |x| or |z| beyond it get density -1000.
+        signed: map composited features from [0, 1] to [-1, 1] (EG3D; PanoHead only for sigmoid decoders).
         rng: generator for the two random draws; None uses torch's default generator (official order).
     """
     num_coarse = options.depth_samples if depth_samples is None else depth_samples
@@ -93,18 +97,22 @@ def render_rays(
         batch, num_rays, num_coarse, ray_start, ray_end,
         device=origins.device, disparity_space=options.disparity_space_sampling, rng=rng,
     )
-    sigmas, colors = _query_along_rays(planes, decoder, origins, directions, depths, options, rng)
+    query = (planes, decoder, origins, directions, options, density_crop, rng)
+    sigmas, colors = _query_along_rays(depths, *query)
     if num_fine > 0:
-        _, _, weights = composite(colors, sigmas, depths, white_background=options.white_background)
+        _, _, weights = composite(colors, sigmas, depths, white_background=options.white_background, signed=signed)
         depths_fine = importance_depths(depths, weights, num_fine, rng=rng)
-        sigmas_fine, colors_fine = _query_along_rays(planes, decoder, origins, directions, depths_fine, options, rng)
+        sigmas_fine, colors_fine = _query_along_rays(depths_fine, *query)
         depths, colors, sigmas = merge_samples(depths, colors, sigmas, depths_fine, colors_fine, sigmas_fine)
-    features, depth, weights = composite(colors, sigmas, depths, white_background=options.white_background)
+    features, depth, weights = composite(colors, sigmas, depths, white_background=options.white_background, signed=signed)
     return RayBundleResult(features=features, depth=depth, alpha=weights.sum(2))
 
 
-def _query_along_rays(planes, decoder, origins, directions, depths, options, rng):
+def _query_along_rays(depths, planes, decoder, origins, directions, options, density_crop, rng):
     batch, num_rays, num_samples, _ = depths.shape
     points = (origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)).reshape(batch, -1, 3)
     sigma, rgb = query_field(planes, decoder, points, options, rng=rng)
+    if density_crop is not None:
+        outside = (points[..., 0].abs() > density_crop) | (points[..., 2].abs() > density_crop)
+        sigma = torch.where(outside.unsqueeze(-1), torch.full_like(sigma, -1000.0), sigma)
     return sigma.reshape(batch, num_rays, num_samples, 1), rgb.reshape(batch, num_rays, num_samples, rgb.shape[-1])

@@ -146,7 +146,7 @@ def _write_manifest(out: Path, model, model_name: str, result: SampleResult, fil
     data = {
         "tool": f"3D Face Studio {__version__}",
         "model": model_name,
-        "random_weights": model_name == "tiny",
+        "random_weights": model_name in ("tiny", "tiny-panohead"),
         "truncation_psi": result.truncation_psi,
         "truncation_cutoff": result.truncation_cutoff,
         **locals_,

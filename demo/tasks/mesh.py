@@ -89,26 +89,36 @@ def density_volume(
         ws: (1, num_ws, w_dim) latents (or pass ``planes``).
         official_grid: use ``gen_samples.py``'s slightly sheared grid (its float-division indexing)
             for byte-for-byte comparable ``.mrc`` volumes; evaluated point by point, so slower.
+            PanoHead volumes on the regular grid also get the renderer's density crop.
         chunk_points: points per decoder call on the official grid.
     """
     check_resolution(resolution)
     box = model.config.render.box_warp
     with torch.inference_mode():
         planes = _planes_for(model, ws, planes)
-        if not official_grid:
+        if not official_grid and model.has_separable_planes:
             volume = density_grid(
                 planes, model.decoder, resolution, box,
                 progress=None if progress is None else lambda f: report(progress, f, "density grid"),
-            )
-            return volume.float().cpu()
-        points = grid_points(resolution, box, official_quirk=True, device=planes.device)
-        sigma = torch.empty(points.shape[0], dtype=torch.float32)
-        for start in range(0, points.shape[0], chunk_points):
-            stop = min(points.shape[0], start + chunk_points)
-            out = model.sample_mixed(points[None, start:stop], None, None, planes=planes)
-            sigma[start:stop] = out["sigma"][0, :, 0].float().cpu()
-            report(progress, stop / points.shape[0], "density grid")
-        return sigma.reshape(resolution, resolution, resolution)
+            ).float().cpu()
+        else:
+            points = grid_points(resolution, box, official_quirk=official_grid, device=planes.device)
+            sigma = torch.empty(points.shape[0], dtype=torch.float32)
+            for start in range(0, points.shape[0], chunk_points):
+                stop = min(points.shape[0], start + chunk_points)
+                out = model.sample_mixed(points[None, start:stop], None, None, planes=planes)
+                sigma[start:stop] = out["sigma"][0, :, 0].float().cpu()
+                report(progress, stop / points.shape[0], "density grid")
+            volume = sigma.reshape(resolution, resolution, resolution)
+    crop = model.config.panohead.density_crop if model.config.panohead is not None and not official_grid else None
+    if crop is not None:
+        # PanoHead renders ignore density beyond |x|, |z| > crop; the mesh follows what renders show.
+        axis = torch.arange(resolution, dtype=torch.float32) * (box / (resolution - 1)) - box / 2
+        outside = axis.abs() > crop
+        volume = volume.clone()
+        volume[outside] = -1000.0
+        volume[:, :, outside] = -1000.0
+    return volume
 
 
 def official_mrc_volume(model: TriplaneGenerator, ws, *, resolution: int = 256, planes=None, progress=None) -> np.ndarray:

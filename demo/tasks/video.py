@@ -143,7 +143,8 @@ def make_trajectory(
 def check_view_range(model: TriplaneGenerator, yaw_deg: np.ndarray | float, pitch_deg: np.ndarray | float, *, full_turn: bool = False) -> None:
     """Refuse views the model cannot show: |pitch| > 80 deg, or |yaw| > 90 deg for front-facing models.
 
-    ``full_turn=True`` (a model trained on 360-degree heads, e.g. PanoHead) lifts the yaw limit.
+    ``full_turn=True`` lifts the yaw limit (render_video and render_multiview set it for 360-degree
+    models such as PanoHead).
     """
     pitch = np.abs(np.asarray(pitch_deg, dtype=np.float64))
     if not np.isfinite(pitch).all() or (pitch > MAX_PITCH_DEG).any():
@@ -226,7 +227,7 @@ def render_frames(
             stop = min(count, start + batch_size)
             n = stop - start
             if planes_once is not None:
-                ws_batch, planes = ws.expand(n, -1, -1), planes_once.expand(n, -1, -1, -1, -1)
+                ws_batch, planes = ws.expand(n, -1, -1), planes_once.expand(n, *planes_once.shape[1:])
             else:
                 ws_batch, planes = ws[start:stop], None
             label = labels.expand(n, -1) if len(labels) == 1 else labels[start:stop]
@@ -307,7 +308,7 @@ def render_video(
     progress: ProgressFn | None = None,
 ) -> VideoResult:
     """Render one identity (or a latent path with one ws per frame) along a camera trajectory to an mp4."""
-    check_view_range(model, trajectory.yaw_deg, trajectory.pitch_deg, full_turn=full_turn)
+    check_view_range(model, trajectory.yaw_deg, trajectory.pitch_deg, full_turn=full_turn or model.config.is_full_head)
     if not (0 < fps <= 240):
         raise InputError(f"fps must be between 0 and 240; got {fps}.")
     frames = render_frames(
@@ -364,7 +365,7 @@ def render_multiview(
         raise InputError("Give at least one view.")
     yaws = np.array([v[0] for v in views])
     pitches = np.array([v[1] for v in views])
-    check_view_range(model, yaws, pitches, full_turn=full_turn)
+    check_view_range(model, yaws, pitches, full_turn=full_turn or model.config.is_full_head)
     config = model.config
     cameras = camera_from_angles(
         yaw_deg=yaws.tolist(), pitch_deg=pitches.tolist(), radius=config.avg_camera_radius, pivot=config.avg_camera_pivot,

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from demo.cameras import FFHQ_FOCAL
-from demo.config import GeneratorConfig, MappingConfig, RenderConfig, SuperResConfig, SynthesisConfig
+from demo.config import GeneratorConfig, MappingConfig, PanoHeadConfig, RenderConfig, SuperResConfig, SynthesisConfig
 from demo.errors import CheckpointError
 
 #: Official state-dict name -> ours. Empty: the layouts are identical.
@@ -37,7 +37,10 @@ _RENDER_KEYS_USED = {
     "c_gen_conditioning_zero", "c_scale", "depth_resolution", "depth_resolution_importance", "ray_start",
     "ray_end", "box_warp", "disparity_space_sampling", "clamp_mode", "white_back", "density_noise",
     "decoder_lr_mul", "avg_camera_radius", "avg_camera_pivot",
+    "triplane_size", "triplane_depth", "decoder_activation", "use_torgb_raw", "use_background",
 }
+#: rendering_kwargs keys only PanoHead checkpoints carry.
+_PANOHEAD_KEYS = ("triplane_depth", "use_background", "use_torgb_raw", "decoder_activation")
 _SUPPORTED_CLASS = "TriPlaneGenerator"
 
 
@@ -90,8 +93,9 @@ def config_from_official(
     architecture = kwargs.get("architecture", "skip")
     if architecture != "skip":
         raise CheckpointError(f"{source}: backbone architecture {architecture!r} is not supported (EG3D uses 'skip').")
+    is_panohead = any(key in rendering for key in _PANOHEAD_KEYS)
     synthesis = SynthesisConfig(
-        resolution=OFFICIAL_PLANE_RESOLUTION,
+        resolution=int(rendering.get("triplane_size", OFFICIAL_PLANE_RESOLUTION)),
         channel_base=int(kwargs.get("channel_base", 32768)),
         channel_max=int(kwargs.get("channel_max", 512)),
         num_fp16_res=int(kwargs.get("num_fp16_res", 4)),
@@ -126,6 +130,20 @@ def config_from_official(
         decoder_lr_multiplier=float(rendering.get("decoder_lr_mul", 1.0)),
     )
     extras = {key: value for key, value in rendering.items() if key not in _RENDER_KEYS_USED}
+    panohead = None
+    if is_panohead:
+        panohead = PanoHeadConfig(
+            triplane_depth=int(rendering.get("triplane_depth", 1)),
+            decoder_activation=rendering.get("decoder_activation", "sigmoid"),
+            use_torgb_raw=bool(rendering.get("use_torgb_raw", False)),
+            use_background=bool(rendering.get("use_background", False)),
+            # The official generator builds its background network at 128 px with half the channel base.
+            background_resolution=128,
+            background_channel_base=synthesis.channel_base // 2,
+            background_channel_max=synthesis.channel_max,
+            density_crop=render.box_warp / 2 - 0.1,
+            use_camera_offset=True,
+        )
     return GeneratorConfig(
         mapping=mapping,
         synthesis=synthesis,
@@ -137,6 +155,7 @@ def config_from_official(
         avg_camera_radius=float(rendering.get("avg_camera_radius", 2.7)),
         avg_camera_pivot=tuple(float(v) for v in rendering.get("avg_camera_pivot", (0.0, 0.0, 0.2))),
         focal_length=float(focal_length) if focal_length is not None else FFHQ_FOCAL,
+        panohead=panohead,
         extras=extras,
     )
 
@@ -212,6 +231,14 @@ def official_kwargs(config: GeneratorConfig) -> tuple[dict[str, Any], dict[str, 
         "avg_camera_pivot": list(config.avg_camera_pivot),
         **config.extras,
     }
+    if config.panohead is not None:
+        rendering.update(
+            triplane_size=synthesis.resolution,
+            triplane_depth=config.panohead.triplane_depth,
+            decoder_activation=config.panohead.decoder_activation,
+            use_torgb_raw=config.panohead.use_torgb_raw,
+            use_background=config.panohead.use_background,
+        )
     mapping_kwargs: dict[str, Any] = {"num_layers": mapping.num_layers}
     for key in ("embed_features", "layer_features"):
         if getattr(mapping, key) is not None:

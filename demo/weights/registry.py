@@ -200,6 +200,26 @@ _ENTRIES: dict[str, CheckpointEntry] = {
             config_preset="shapenet128",
             notes="Size and sha256 not published; only the NGC copy is known.",
         ),
+        CheckpointEntry(
+            id="panohead-easy-khair-180",
+            family="panohead",
+            file_name="easy-khair-180-gpc0.8-trans10-025000.pkl",
+            description="PanoHead full heads seen from any angle (360 degrees): 512 px output, tri-grid, background.",
+            sources=(
+                CheckpointSource("huggingface", "camenduru/PanoHead", "easy-khair-180-gpc0.8-trans10-025000.pkl"),
+                CheckpointSource("huggingface", "dylanebert/PanoHead", "easy-khair-180-gpc0.8-trans10-025000.pkl"),
+            ),
+            licence="CC BY-NC-SA 4.0 (PanoHead licence file; non-commercial)",
+            licence_url="https://github.com/SizheAn/PanoHead/blob/main/LICENSE",
+            size_bytes=None,
+            sha256=None,
+            focal_length=_FOCAL_FACES,
+            config_preset="panohead512",
+            notes=(
+                "Third-party Hugging Face mirrors of the file the PanoHead README links on Google Drive; size and "
+                "sha256 not published. Its neural rendering resolution (64 or 128) is read from the file."
+            ),
+        ),
     )
 }
 

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from demo.config import GeneratorConfig
 from demo.errors import CheckpointError
 from demo.networks.eg3d import TriplaneGenerator
+from demo.networks.panohead import build_generator
 from demo.progress import ProgressFn, report
 from demo.weights import convert, nvlabs_pickle
 
@@ -36,10 +37,14 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "generator.safetensors"
 PROVENANCE_FILE = "provenance.json"
 TINY_ID = "tiny"
+TINY_PANOHEAD_ID = "tiny-panohead"
+TINY_IDS = (TINY_ID, TINY_PANOHEAD_ID)
 
 
-def build_tiny_generator(seed: int = 0) -> TriplaneGenerator:
+def build_tiny_generator(seed: int = 0, *, panohead: bool = False) -> TriplaneGenerator:
     """A random :meth:`GeneratorConfig.tiny` generator (not a face model), deterministic for ``seed``.
+
+    ``panohead=True`` gives the PanoHead variant (:meth:`GeneratorConfig.tiny_panohead`).
 
     Its density head is scaled so the field is neither empty nor opaque (renders have informative
     depth and alpha) and crosses the official mesh iso-level 10 for typical seeds, so ``--shapes``
@@ -48,37 +53,44 @@ def build_tiny_generator(seed: int = 0) -> TriplaneGenerator:
     rng_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = TriplaneGenerator(GeneratorConfig.tiny())
+        model = build_generator(GeneratorConfig.tiny_panohead() if panohead else GeneratorConfig.tiny())
         with torch.no_grad():
             model.backbone.mapping.w_avg.normal_()
             for name, parameter in model.named_parameters():
                 if name.endswith("noise_strength") or (name.endswith(".bias") and ".affine." not in name):
                     parameter.normal_(std=0.1)
-            model.decoder.net[2].weight[0] *= 20.0
-            model.decoder.net[2].bias[0] = -22.0
+            if panohead:  # tri-grid features are weaker (zero padding on the depth axis)
+                model.decoder.net[2].weight[0] *= 40.0
+                model.decoder.net[2].bias[0] = -4.0
+            else:
+                model.decoder.net[2].weight[0] *= 20.0
+                model.decoder.net[2].bias[0] = -22.0
     finally:
         torch.random.set_rng_state(rng_state)
     return model.eval().requires_grad_(False)
 
 
-def config_to_json(config: GeneratorConfig, family: str = "eg3d") -> dict[str, Any]:
-    return {"family": family, "format_version": FORMAT_VERSION, **config.to_dict()}
+def config_to_json(config: GeneratorConfig) -> dict[str, Any]:
+    return {"family": config.family, "format_version": FORMAT_VERSION, **config.to_dict()}
 
 
 def config_from_json(data: dict[str, Any], *, source: str) -> GeneratorConfig:
     data = dict(data)
     family = data.pop("family", "eg3d")
     version = data.pop("format_version", None)
-    if family != "eg3d":
+    if family not in ("eg3d", "panohead"):
         raise CheckpointError(f"{source}: model family {family!r} is not supported by this version of the library.")
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"{source}: format_version {version!r}, expected {FORMAT_VERSION}. Re-run `python -m demo convert` on the original .pkl."
         )
     try:
-        return GeneratorConfig.from_dict(data)
+        config = GeneratorConfig.from_dict(data)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{source}: invalid config ({error}).") from None
+    if config.family != family:
+        raise CheckpointError(f"{source}: family {family!r} does not match the config (a {config.family} model).")
+    return config
 
 
 def save_generator(model: TriplaneGenerator, out_dir: str | Path, *, provenance: dict[str, Any] | None = None) -> Path:
@@ -117,7 +129,7 @@ def load_converted(folder: str | Path, *, device: torch.device | str = "cpu") ->
         state = load_file(str(weights_path))
     except Exception as error:  # safetensors raises its own error types for corrupt files
         raise CheckpointError(f"{weights_path}: cannot read the weights ({error}); the file may be incomplete.") from None
-    model = TriplaneGenerator(config)
+    model = build_generator(config)
     convert.load_state_dict_strict(model, state, source=str(weights_path))
     return model.eval().requires_grad_(False).to(device)
 
@@ -139,7 +151,7 @@ def generator_from_pickle(
         focal_length=focal_length,
         source=str(path),
     )
-    model = TriplaneGenerator(config)
+    model = build_generator(config)
     convert.load_state_dict_strict(model, convert.convert_state_dict(official.state_dict), source=str(path))
     return model.eval().requires_grad_(False).to(device)
 
@@ -211,15 +223,15 @@ def load_generator(
             - a registry id such as ``'eg3d-ffhq512-128'``: ``checkpoints/<id>/`` if converted,
               else the downloaded original is converted there, else (``download=True``) it is
               downloaded first;
-            - ``'tiny'``: a small random model (not faces) for trying the tools;
+            - ``'tiny'`` / ``'tiny-panohead'``: small random models (not faces) for trying the tools;
             - a ``GeneratorConfig``: a randomly initialised model of that architecture.
         device: e.g. ``'cpu'`` or ``'cuda'``.
         download: allow network access for registry ids.
     """
     if isinstance(source, GeneratorConfig):
-        return TriplaneGenerator(source).eval().requires_grad_(False).to(device)
-    if str(source) == TINY_ID:
-        return build_tiny_generator().to(device)
+        return build_generator(source).eval().requires_grad_(False).to(device)
+    if str(source) in TINY_IDS:
+        return build_tiny_generator(panohead=str(source) == TINY_PANOHEAD_ID).to(device)
     path = Path(source)
     if path.is_dir():
         return load_converted(path, device=device)
