@@ -122,9 +122,17 @@ def _register(monkeypatch, *sources: CheckpointSource, **overrides) -> Checkpoin
 
 def test_known_ids_and_facts():
     ids = [entry.id for entry in registry.list_entries()]
-    assert ids == ["eg3d-ffhq512-128", "eg3d-ffhqrebalanced512-128", "eg3d-afhqcats512-128", "eg3d-shapenetcars128-64"]
+    assert ids == [
+        "eg3d-ffhq512-128", "eg3d-ffhqrebalanced512-128", "eg3d-afhqcats512-128", "eg3d-shapenetcars128-64",
+        "panohead-easy-khair-180",
+    ]
+    panohead = registry.get_entry("panohead-easy-khair-180")
+    assert panohead.family == "panohead" and panohead.config_preset == "panohead512"
+    assert [s.location for s in panohead.sources] == ["camenduru/PanoHead", "dylanebert/PanoHead"]
+    assert panohead.file_name == "easy-khair-180-gpc0.8-trans10-025000.pkl" and "CC BY-NC-SA 4.0" in panohead.licence
     for entry in registry.list_entries():
-        assert entry.family == "eg3d"
+        if entry.family != "eg3d":
+            continue
         assert entry.id == "eg3d-" + entry.file_name.removesuffix(".pkl")
         ngc = "https://api.ngc.nvidia.com/v2/models/nvidia/research/eg3d/versions/1/files/" + entry.file_name
         assert ngc in entry.urls

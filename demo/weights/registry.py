@@ -88,7 +88,7 @@ class CheckpointEntry:
     id: str
     """Our id, e.g. ``'eg3d-ffhq512-128'``: family, data, output and neural rendering resolution."""
     family: str
-    """Architecture family: ``'eg3d'`` (PanoHead entries come later)."""
+    """Architecture family: ``'eg3d'`` or ``'panohead'``."""
     file_name: str
     """Official file name, e.g. ``'ffhq512-128.pkl'``; the downloaded file keeps it."""
     description: str
