@@ -356,6 +356,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 # --- video / multiview / interpolate ----------------------------------------------------------------
 
 
+def _item_progress(progress: ProgressFn, index: int, count: int, name: str) -> ProgressFn:
+    """Progress of item ``index`` of ``count`` as a share of the whole run, labelled with its name."""
+    return lambda fraction, message: progress((index + fraction) / count, f"{name}: {message}")
+
+
 def _float_list(value: str) -> list[float]:
     try:
         values = [float(part) for part in value.split(",") if part.strip()]
@@ -414,7 +419,7 @@ def _cmd_video(args: argparse.Namespace) -> int:
                 model, ws, trajectory, out / f"{stem}.mp4", mode=args.mode, fps=args.fps,
                 depth_multiplier=args.depth_mult, batch_size=args.batch, gif=args.gif, full_turn=args.any_angle,
                 frames_dir=out / f"{stem}_frames" if args.save_frames else None,
-                progress=lambda f, m, i=index, n=name: progress((i + f) / len(identities), f"{n}: {m}"),
+                progress=_item_progress(progress, index, len(identities), name),
             )
             print(f"wrote {result.path} ({result.num_frames} frames, {result.fps:g} fps)")
     return 0
@@ -453,8 +458,7 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
         for index, (name, ws) in enumerate(identities):
             result = video.render_multiview(
                 model, ws, views, out / name, stem=name, mode=args.mode, fov_deg=args.fov_deg, batch_size=args.batch,
-                full_turn=args.any_angle,
-                progress=lambda f, m, i=index, n=name: progress((i + f) / len(identities), f"{n}: {m}"),
+                full_turn=args.any_angle, progress=_item_progress(progress, index, len(identities), name),
             )
             print(f"wrote {len(result.images)} views to {result.folder}")
     return 0
