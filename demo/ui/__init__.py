@@ -1,0 +1,58 @@
+"""The Gradio web app: ``build_demo(models=None) -> gr.Blocks`` (layer 5).
+
+The UI only translates widgets to the library's task functions; see ``runtime.py`` for what the tabs
+share and ``tabs/`` for one module per tab. Tabs appear in the order of :data:`TABS`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from demo.ui import runtime, text
+from demo.ui.runtime import ModelProvider
+from demo.ui.tabs import about, generate, interpolate, video
+
+# The photo -> 3D tab (tabs/photo.py, from the photo issue) goes right after `generate`.
+TABS = [generate, video, interpolate, about]
+
+QUEUE_MAX_SIZE = 32
+"""Requests waiting in the queue before new ones are turned away ("the queue is full")."""
+DELETE_CACHE = (1800, 3600)
+"""Every 30 min, Gradio deletes its copies of result files older than an hour."""
+
+__all__ = ["TABS", "ModelProvider", "build_demo"]
+
+
+def build_demo(
+    models: ModelProvider | None = None,
+    *,
+    session_root: str | Path | None = None,
+    gpu_concurrency: int = 2,
+) -> gr.Blocks:
+    """The whole app around ``models`` (default: the registry's checkpoints plus the tiny model).
+
+    Args:
+        models: what the model menu offers; tests pass ``ModelProvider.tiny()``.
+        session_root: parent of the per-session output folders (default: under the temp dir).
+        gpu_concurrency: renders that may run at the same time.
+    """
+    models = models if models is not None else ModelProvider()
+    sessions = runtime.SessionFolders(session_root)
+    with gr.Blocks(title=text.TITLE, delete_cache=DELETE_CACHE) as demo:
+        gr.Markdown(text.HEADER, elem_id="header")
+        with gr.Row():
+            menu = gr.Dropdown(models.choices(), value=models.default_id, label="Model", scale=1, min_width=260,
+                               elem_id="model-menu")
+            status = gr.Markdown(models.notice or models.status(models.default_id), elem_id="model-status")
+        ctx = runtime.UIContext(models, sessions, menu, status, gpu_concurrency=gpu_concurrency)
+        with gr.Tabs():
+            for tab in TABS:
+                with gr.Tab(tab.TITLE, id=tab.__name__.rsplit(".", 1)[-1]):
+                    tab.build(ctx)
+        menu.input(models.status, menu, status, api_visibility="private", queue=False)
+        demo.load(sessions.open, api_visibility="private", queue=False)
+        demo.unload(sessions.close)
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=gpu_concurrency)
+    return demo

@@ -1,0 +1,440 @@
+"""What every tab shares: the GPU shim, the model provider, session folders, errors and progress (layer 5).
+
+Nothing here knows about EG3D's maths; it decides *where* and *when* library calls run:
+
+- :func:`gpu` wraps ``spaces.GPU`` on a ZeroGPU Space and is a no-op everywhere else (no ``spaces``
+  package, or a laptop), so ``python app.py`` runs anywhere. Only handlers that render go under it.
+- :class:`ModelProvider` lists the registry's checkpoints plus the tiny random model, loads and
+  caches them outside GPU handlers (on a Space the default one at build time, as ZeroGPU expects;
+  locally on first use), and says plainly what is missing when a checkpoint cannot be had.
+- :class:`SessionFolders` gives each browser session its own output folder, created on
+  ``demo.load`` and removed on ``demo.unload``.
+- :func:`user_errors` turns library errors into ``gr.Error`` messages; :func:`progress_fn` adapts a
+  ``gr.Progress`` to the library's ``ProgressFn``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+try:  # before anything touches CUDA: ZeroGPU asks for `spaces` to be imported first
+    import spaces
+except ImportError:  # not needed off Spaces
+    spaces = None
+
+import gradio as gr
+import numpy as np
+import torch
+
+from demo.devices import pick_device
+from demo.errors import CheckpointError, DemoError, InputError
+from demo.networks.eg3d import TriplaneGenerator
+from demo.progress import ProgressFn
+from demo.tasks.interpolate import load_keyframes
+from demo.tasks.sample import default_conditioning, parse_seeds, z_from_seed
+from demo.weights import registry
+from demo.weights.store import TINY_ID, WEIGHTS_FILE, load_generator
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_MODEL_ID = "eg3d-ffhqrebalanced512-128"
+PREVIEW_LABEL = "interface preview — random weights, not faces"
+RETRY_AFTER_S = 60.0
+"""A checkpoint that failed to load is not tried again for this long unless its files appear."""
+MAX_KEYFRAMES = 16
+"""Identities one interpolation video may visit."""
+
+
+# --- where we run -------------------------------------------------------------------------------
+
+
+def on_spaces() -> bool:
+    """True on a Hugging Face Space (``SPACE_ID`` is set there; ``SPACES_ZERO_GPU`` on ZeroGPU)."""
+    return bool(os.environ.get("SPACE_ID") or os.environ.get("SPACES_ZERO_GPU"))
+
+
+def on_zero_gpu() -> bool:
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+
+
+def gpu(duration: int | Callable[..., int] = 60) -> Callable[[F], F]:
+    """``@spaces.GPU(duration=...)`` on ZeroGPU, a no-op elsewhere.
+
+    ``duration`` is the most seconds one call may hold the GPU (shorter calls get priority), or a
+    function of the handler's arguments returning it.
+    """
+
+    def decorate(fn: F) -> F:
+        if spaces is None or not on_zero_gpu():
+            return fn
+        return spaces.GPU(duration=duration)(fn)
+
+    return decorate
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+class ModelProvider:
+    """The models the app offers: registry ids plus ``'tiny'``, loaded once and cached.
+
+    Args:
+        model_ids: ids to offer (default: every registry entry, then ``'tiny'``); ``'tiny'`` is
+            always added so the interface works without any checkpoint.
+        default_id: the model selected when the page opens.
+        device: torch device (default: CUDA when available, else CPU).
+        preload: load ``default_id`` now (default: only on a Space). When that fails, the default
+            becomes ``'tiny'`` and :attr:`notice` says what is missing and how to provide it.
+        download: allow network access (``weights.registry.download``) for missing checkpoints.
+    """
+
+    def __init__(
+        self,
+        model_ids: Sequence[str] | None = None,
+        *,
+        default_id: str = DEFAULT_MODEL_ID,
+        device: torch.device | str | None = None,
+        preload: bool | None = None,
+        download: bool = True,
+    ) -> None:
+        ids = list(model_ids) if model_ids is not None else [entry.id for entry in registry.list_entries()]
+        self.model_ids: list[str] = list(dict.fromkeys([*ids, TINY_ID]))
+        if default_id not in self.model_ids:
+            raise ValueError(f"default_id {default_id!r} is not among the offered models {self.model_ids}")
+        self.default_id = default_id
+        self.download = download
+        self._device = device
+        self._models: dict[str, TriplaneGenerator] = {}
+        self._failures: dict[str, tuple[float, CheckpointError]] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self.notice = ""
+        """Markdown shown under the model menu when the page opens ("" when all is well)."""
+        if on_spaces() if preload is None else preload:
+            self.preload()
+        elif not self.is_local(default_id):
+            self.notice = self.availability_notice(default_id)
+
+    @classmethod
+    def tiny(cls, device: torch.device | str = "cpu") -> ModelProvider:
+        """Only the tiny random model: for tests and interface work."""
+        return cls([TINY_ID], default_id=TINY_ID, device=device, preload=False)
+
+    @property
+    def device(self) -> torch.device:
+        if self._device is None:
+            self._device = pick_device("auto")
+        return torch.device(self._device)
+
+    def preload(self) -> None:
+        """Load the default model now; on failure fall back to ``'tiny'`` and explain in :attr:`notice`."""
+        try:
+            self.get(self.default_id)
+        except CheckpointError as error:
+            logger.warning("default model %s unavailable: %s", self.default_id, error)
+            self.notice = self.missing_message(self.default_id, error)
+            self.default_id = TINY_ID
+            self.get(TINY_ID)
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, id) pairs for a dropdown."""
+        return [(self.label(model_id), model_id) for model_id in self.model_ids]
+
+    def label(self, model_id: str) -> str:
+        return f"tiny ({PREVIEW_LABEL})" if model_id == TINY_ID else model_id
+
+    def is_local(self, model_id: str) -> bool:
+        """Loaded, converted or downloaded: usable without the network."""
+        if model_id == TINY_ID or model_id in self._models:
+            return True
+        return (registry.converted_dir(model_id) / WEIGHTS_FILE).is_file() or registry.original_path(model_id).is_file()
+
+    def get(self, model_id: str, progress: ProgressFn | None = None) -> TriplaneGenerator:
+        """The model for ``model_id``, loading (downloading, converting) it on first use.
+
+        Raises:
+            InputError: ``model_id`` is not offered here.
+            CheckpointError: the checkpoint cannot be had; the message says why and what to do.
+        """
+        if model_id not in self.model_ids:
+            raise InputError(f"Unknown model {model_id!r}. Choose one of: {', '.join(self.model_ids)}.")
+        model = self._models.get(model_id)
+        if model is not None:
+            return model
+        with self._lock_for(model_id):  # one loader per checkpoint; other sessions wait for it
+            model = self._models.get(model_id)
+            if model is None:
+                failed = self._failures.get(model_id)
+                if failed is not None and time.monotonic() - failed[0] < RETRY_AFTER_S and not self.is_local(model_id):
+                    raise failed[1]
+                try:
+                    model = load_generator(model_id, device=self.device, download=self.download, progress=progress)
+                except CheckpointError as error:
+                    self._failures[model_id] = (time.monotonic(), error)
+                    raise
+                self._failures.pop(model_id, None)
+                self._models[model_id] = model
+        return model
+
+    def _lock_for(self, model_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(model_id, threading.Lock())
+
+    def status(self, model_id: str) -> str:
+        """Markdown line about ``model_id``: preview warning, ready, or what first use will do."""
+        if model_id == TINY_ID:
+            return f"**tiny**: {PREVIEW_LABEL}. Use it to try the interface; pick an EG3D model for faces."
+        if model_id in self._models:
+            return f"**{model_id}** is loaded."
+        return self.availability_notice(model_id)
+
+    def availability_notice(self, model_id: str) -> str:
+        if self.is_local(model_id):
+            return f"**{model_id}** is on this machine; it is loaded the first time you use it."
+        entry = registry.get_entry(model_id)
+        size = f" ({entry.size_bytes / 1e6:.0f} MB)" if entry.size_bytes else ""
+        fetch = (
+            f"it will be downloaded{size} and converted the first time you use it. "
+            if self.download
+            else "downloads are switched off. "
+        )
+        return (
+            f"**{model_id}** is not on this machine yet: {fetch}{_how_to_provide(entry)} "
+            f"Meanwhile **tiny** in the menu previews the interface ({PREVIEW_LABEL})."
+        )
+
+    def missing_message(self, model_id: str, error: Exception) -> str:
+        """Markdown: what could not be had, why, how to provide it, and the preview fallback."""
+        entry = registry.get_entry(model_id)
+        return (
+            f"**{model_id} is not available.** {_how_to_provide(entry)}\n\n"
+            f"Until then the **tiny** model runs: {PREVIEW_LABEL}.\n\n"
+            f"<details><summary>What was tried</summary>\n\n```\n{error}\n```\n</details>"
+        )
+
+
+def _how_to_provide(entry: registry.CheckpointEntry) -> str:
+    target = registry.original_path(entry.id)
+    return (
+        f"To provide it: put `{entry.file_name}` (from {entry.urls[0]}) at `{target}` "
+        f"or run `python -m demo download {entry.id}` on a machine with internet access; "
+        f"or set `{registry.CHECKPOINTS_DIR_ENV}` to a folder holding `original/{entry.file_name}` or a converted "
+        f"`{entry.id}/`; or, when a Hugging Face mirror needs a login, set `{registry.HF_TOKEN_ENV}`. "
+        f"Licence: {entry.licence}."
+    )
+
+
+# --- session folders ----------------------------------------------------------------------------
+
+
+class SessionFolders:
+    """One output folder per browser (or API client) session under ``root``.
+
+    ``open`` runs on ``demo.load``, ``close`` on ``demo.unload``; handlers call :meth:`run_dir` for a
+    fresh folder per request (API clients never trigger ``load``, so folders are also made on demand).
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        if root is None:  # one folder per server process, removed when it exits
+            root = Path(tempfile.gettempdir()) / "3d-face-studio" / f"sessions-{os.getpid()}"
+            atexit.register(shutil.rmtree, root, ignore_errors=True)
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, request: gr.Request | None) -> Path:
+        session = getattr(request, "session_hash", None) or "no-session"
+        # The session hash comes from the client; never let it name anything outside root.
+        return self.root / re.sub(r"[^A-Za-z0-9_-]", "_", str(session))[:64]
+
+    def open(self, request: gr.Request | None = None) -> None:
+        self.path(request).mkdir(parents=True, exist_ok=True)
+
+    def close(self, request: gr.Request | None = None) -> None:
+        shutil.rmtree(self.path(request), ignore_errors=True)
+
+    def run_dir(self, request: gr.Request | None, task: str) -> Path:
+        folder = self.path(request)
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{task}-", dir=folder))
+
+    def sessions(self) -> list[Path]:
+        """Session folders that exist now."""
+        return sorted(path for path in self.root.iterdir() if path.is_dir()) if self.root.is_dir() else []
+
+    def remove_all(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def zip_folder(folder: Path) -> Path:
+    """``folder`` as ``folder.zip`` beside it (for downloading a set of frames in one file)."""
+    return Path(shutil.make_archive(str(folder), "zip", root_dir=folder))
+
+
+# --- errors and progress ------------------------------------------------------------------------
+
+GENERIC_ERROR = "Something went wrong on our side; it has been logged. Try again, or with other settings."
+OUT_OF_MEMORY = (
+    "The GPU ran out of memory. Try smaller settings: a lower mesh resolution, fewer frames, "
+    "or try again when fewer people are using the app."
+)
+
+
+def user_errors(fn: F) -> F:
+    """Show library errors to the user: ``DemoError`` -> its message, OOM -> a hint, others -> logged."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except DemoError as error:
+            raise gr.Error(str(error), title=_error_title(error), print_exception=False) from None
+        except torch.cuda.OutOfMemoryError:
+            logger.warning("out of GPU memory in %s", fn.__name__, exc_info=True)
+            raise gr.Error(OUT_OF_MEMORY, title="Out of GPU memory", print_exception=False) from None
+        except Exception:
+            logger.exception("unexpected error in %s", fn.__name__)
+            raise gr.Error(GENERIC_ERROR, print_exception=False) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _error_title(error: DemoError) -> str:
+    return "Model not available" if isinstance(error, CheckpointError) else "Cannot do that"
+
+
+def progress_fn(progress: gr.Progress | None) -> ProgressFn | None:
+    """The library's ``ProgressFn`` (fraction, message) driving a ``gr.Progress`` bar."""
+    if progress is None:
+        return None
+
+    def report(fraction: float, message: str) -> None:
+        progress(fraction, desc=message)
+
+    return report
+
+
+# --- reading widget values ----------------------------------------------------------------------
+
+
+def read_number(value: Any, name: str, low: float, high: float) -> float:
+    """A finite number within [low, high] from a widget (or an API caller), else InputError."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number; got {value!r}.") from None
+    if not np.isfinite(number) or not low <= number <= high:
+        raise InputError(f"{name} must be between {_plain(low)} and {_plain(high)}; got {value!r}.")
+    return number
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def read_int(value: Any, name: str, low: int, high: int) -> int:
+    number = read_number(value, name, low, high)
+    if number != int(number):
+        raise InputError(f"{name} must be a whole number; got {value!r}.")
+    return int(number)
+
+
+def read_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
+    for choice in choices:
+        if value == choice or str(value) == str(choice):
+            return choice
+    raise InputError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}.")
+
+
+def file_paths(files: Any) -> list[str]:
+    """Paths from a ``gr.File`` value: None, a path, or a list of paths / file objects."""
+    if files is None:
+        return []
+    items = files if isinstance(files, (list, tuple)) else [files]
+    return [str(getattr(item, "name", item)) for item in items if item]
+
+
+# --- identities ---------------------------------------------------------------------------------
+
+
+def seed_latents(model: TriplaneGenerator, seeds: Sequence[int], truncation_psi: float) -> np.ndarray:
+    """ws (len(seeds), num_ws, w_dim) float32 on the CPU, z from each seed as the official scripts."""
+    z = np.concatenate([z_from_seed(seed, model.z_dim) for seed in seeds])
+    with torch.inference_mode():
+        ws = model.mapping(torch.from_numpy(z).to(model.device), default_conditioning(model), truncation_psi=truncation_psi)
+    return ws.float().cpu().numpy()
+
+
+def identity_latents(
+    model: TriplaneGenerator, *, seeds_text: str, truncation_psi: float, ws_files: Any
+) -> tuple[np.ndarray, list[str]]:
+    """Keyframes (K, num_ws, w_dim) and a name for each: from uploaded ws files if any, else from seeds."""
+    paths = file_paths(ws_files)
+    if paths:
+        ws = load_keyframes(paths, num_ws=model.num_ws, w_dim=model.w_dim)
+        names = [f"file{index:02d}" for index in range(len(ws))]
+    else:
+        text = str(seeds_text or "").strip()
+        if not text:
+            raise InputError("Give seeds such as '0, 5, 11' (or ranges '0-3'), or upload ws.npy files.")
+        seeds = parse_seeds(text)
+        names = [f"seed{seed:04d}" for seed in seeds]
+        ws = seed_latents(model, seeds, truncation_psi) if len(seeds) <= MAX_KEYFRAMES else None
+    if ws is None or len(ws) > MAX_KEYFRAMES:
+        raise InputError(f"Use at most {MAX_KEYFRAMES} identities at a time; got {len(names)}.")
+    return ws, names
+
+
+# --- what the tabs are built with ------------------------------------------------------------------
+
+
+@dataclass
+class UIContext:
+    """What ``build_demo`` hands to each tab's ``build(ctx)``."""
+
+    models: ModelProvider
+    sessions: SessionFolders
+    model_menu: gr.Dropdown
+    """The model menu above the tabs; its value (a model id) is every action's first input."""
+    model_status: gr.Markdown
+    gpu_concurrency: int = 1
+    """Rendering calls run at once (they share the concurrency id ``'gpu'``)."""
+
+    def run_with_model(self, trigger: gr.Button, fn: Callable[..., Any], inputs: list, outputs: list, *, api_name: str):
+        """``trigger`` first makes sure the chosen model is loaded (on the CPU, with progress; the preview
+        model when it cannot be had), then runs ``fn(model_id, *inputs)``, published as ``/api_name``."""
+        load = trigger.click(
+            self.load_model, self.model_menu, [self.model_menu, self.model_status],
+            api_visibility="private", concurrency_limit=None, show_progress="minimal",
+        )
+        return load.success(
+            fn, [self.model_menu, *inputs], outputs, api_name=api_name,
+            concurrency_id="gpu", concurrency_limit=self.gpu_concurrency,
+        )
+
+    def load_model(self, model_id: str, progress=gr.Progress()) -> tuple[str, str]:  # noqa: B008 (Gradio injects it)
+        """Guard step before a render: load (download, convert) the model outside any GPU handler."""
+        try:
+            self.models.get(model_id, progress=progress_fn(progress))
+        except CheckpointError as error:
+            gr.Warning(f"{model_id} is not available, so the tiny model runs ({PREVIEW_LABEL}). "
+                       "The note under the model menu says how to provide it.")
+            return TINY_ID, self.models.missing_message(model_id, error)
+        except DemoError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        return model_id, self.models.status(model_id)

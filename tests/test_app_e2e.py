@@ -1,0 +1,228 @@
+"""End to end: the app on 127.0.0.1 around the tiny model, every named endpoint called via gradio_client.
+
+Checks the returned files (image size, a mesh that loads with vertex colours, video frame counts),
+that bad input comes back as a readable error while the app keeps serving, that 8 concurrent
+clients each get their own results, and that session folders are removed when sessions end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gradio", reason="the web app needs gradio (requirements.txt)")
+gradio_client = pytest.importorskip("gradio_client", reason="gradio_client comes with gradio")
+trimesh = pytest.importorskip("trimesh")
+
+import torch
+from gradio_client import Client, handle_file
+
+from demo import media
+from demo.ui import build_demo, runtime
+from demo.ui.runtime import ModelProvider
+from demo.weights.store import TINY_ID
+
+NAMED_ENDPOINTS = {"/generate", "/random_seed", "/rotate", "/interpolate"}
+GENERATE = {"model_id": TINY_ID, "truncation": 0.7, "yaw_deg": 15.0, "pitch_deg": -5.0, "mesh_resolution": 64}
+SESSION_END_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_app(models: ModelProvider, session_root: Path, *, heartbeat_s: float = 0.3) -> Iterator[SimpleNamespace]:
+    """The app served on 127.0.0.1 (a free port) from a thread of this process; closed afterwards.
+
+    A short heartbeat interval makes Gradio notice closed sessions (and run ``demo.unload``) within
+    a second instead of 15. Torch runs single-threaded: faster for the tiny model on 2 cores.
+    """
+    saved_env = {key: os.environ.get(key) for key in ("GRADIO_ANALYTICS_ENABLED", "GRADIO_HEARTBEAT_INTERVAL")}
+    os.environ.update(GRADIO_ANALYTICS_ENABLED="False", GRADIO_HEARTBEAT_INTERVAL=str(heartbeat_s))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    demo = build_demo(models, session_root=session_root)
+    try:
+        port = free_port()
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        yield SimpleNamespace(demo=demo, url=f"http://127.0.0.1:{port}/", sessions=runtime.SessionFolders(session_root))
+    finally:
+        demo.close()
+        torch.set_num_threads(threads)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def wait_until(condition, timeout_s: float = SESSION_END_TIMEOUT_S, step_s: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step_s)
+    return condition()
+
+
+@pytest.fixture(scope="module")
+def tiny_models() -> ModelProvider:
+    return ModelProvider.tiny()
+
+
+@pytest.fixture(scope="module")
+def app(tiny_models, tmp_path_factory):
+    with running_app(tiny_models, tmp_path_factory.mktemp("sessions")) as served:
+        yield served
+
+
+@pytest.fixture
+def client(app, tmp_path):
+    connected = Client(app.url, verbose=False, download_files=str(tmp_path), analytics_enabled=False)
+    yield connected
+    connected.close()
+
+
+def _by_suffix(paths, suffix: str) -> Path:
+    (match,) = [Path(path) for path in paths if str(path).endswith(suffix)]
+    return match
+
+
+# --- every endpoint -----------------------------------------------------------------------------
+
+
+def test_the_named_endpoints_are_exactly_the_actions(client):
+    assert set(client.view_api(return_format="dict", print_info=False)["named_endpoints"]) == NAMED_ENDPOINTS
+
+
+def test_random_seed(client):
+    seed = client.predict(api_name="/random_seed")
+    assert isinstance(seed, (int, float)) and 0 <= seed < 2**32 and seed == int(seed)
+
+
+def test_generate(client, tiny_models):
+    image, depth, mesh_path, files = client.predict(seed=11, **GENERATE, api_name="/generate")
+    size = tiny_models.get(TINY_ID).config.image_resolution
+    assert media.load_png(image).shape == (size, size, 3)
+    assert media.load_png(depth).ndim == 3
+    mesh = trimesh.load(mesh_path, force="mesh", process=False)
+    assert len(mesh.faces) > 0 and mesh.visual.kind == "vertex"
+    colors = np.asarray(mesh.visual.vertex_colors)[:, :3]
+    assert colors.shape == (len(mesh.vertices), 3) and colors.std() > 0
+    names = {Path(path).name for path in files}
+    assert {"seed0011.png", "seed0011_depth.png", "seed0011.glb", "seed0011.ply", "seed0011.obj",
+            "seed0011_ws.npy", "seed0011_camera.npy"} <= names
+    assert trimesh.load(_by_suffix(files, ".ply"), process=False).visual.kind == "vertex"
+    assert media.load_npy(_by_suffix(files, "_camera.npy")).shape == (25,)
+
+
+def test_rotate(client):
+    video, files = client.predict(model_id=TINY_ID, seed=11, truncation=0.7, ws_file=None, trajectory="yaw",
+                                  frames=8, fps=16, mode="image+depth", yaw_range_deg=30, pitch_deg=5,
+                                  save_frames=True, api_name="/rotate")
+    info = media.read_video_info(video)
+    assert (info.num_frames, info.fps, info.codec) == (8, 16.0, "h264")
+    with zipfile.ZipFile(_by_suffix(files, ".zip")) as archive:
+        assert sorted(archive.namelist()) == [f"frame{index:04d}.png" for index in range(8)]
+
+
+def test_interpolate_from_uploaded_latents(client, tiny_models, tmp_path):
+    model = tiny_models.get(TINY_ID)
+    for seed in (4, 9):
+        np.save(tmp_path / f"seed{seed:04d}_ws.npy", runtime.seed_latents(model, [seed], 0.7))
+    video, strip, files = client.predict(
+        model_id=TINY_ID, seeds="", truncation=0.7,
+        ws_files=[handle_file(str(tmp_path / "seed0004_ws.npy")), handle_file(str(tmp_path / "seed0009_ws.npy"))],
+        interpolation="linear", frames=10, fps=20, loop=False, camera="orbit", api_name="/interpolate")
+    info = media.read_video_info(video)
+    assert info.num_frames == 10
+    assert media.load_png(strip).shape[1] == 8 * info.width
+    path = media.load_npy(_by_suffix(files, "_ws.npy"))
+    np.testing.assert_array_equal(path[0], np.load(tmp_path / "seed0004_ws.npy")[0])
+    np.testing.assert_array_equal(path[-1], np.load(tmp_path / "seed0009_ws.npy")[0])
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+def test_bad_input_gives_readable_errors_and_the_app_keeps_serving(client, tmp_path):
+    garbage = tmp_path / "garbage_ws.npy"
+    garbage.write_bytes(os.urandom(200))
+    misshapen = tmp_path / "misshapen_ws.npy"
+    np.save(misshapen, np.zeros((2, 3), np.float32))
+    rotate = {"model_id": TINY_ID, "seed": 1, "truncation": 0.7, "trajectory": "orbit", "frames": 8, "fps": 16, "mode": "image",
+                  "yaw_range_deg": 30, "pitch_deg": 0, "save_frames": False, "api_name": "/rotate"}
+    cases = [
+        (lambda: client.predict(seed=1, **{**GENERATE, "yaw_deg": 150.0}, api_name="/generate"),
+         "greater than maximum value 90"),
+        (lambda: client.predict(seed=1, **{**GENERATE, "mesh_resolution": 100}, api_name="/generate"),
+         "not in the list of choices"),
+        (lambda: client.predict(seed=-5, **GENERATE, api_name="/generate"), "less than minimum value 0"),
+        (lambda: client.predict(ws_file=handle_file(str(garbage)), **rotate), "Cannot read latent file"),
+        (lambda: client.predict(ws_file=handle_file(str(misshapen)), **rotate), "has shape (1, 2, 3)"),
+        (lambda: client.predict(model_id=TINY_ID, seeds="7", truncation=0.7, ws_files=None, interpolation="slerp",
+                                frames=8, fps=16, loop=False, camera="static", api_name="/interpolate"),
+         "needs at least 2 keyframes"),
+    ]
+    for call, expected in cases:
+        with pytest.raises(Exception) as raised:
+            call()
+        assert type(raised.value).__name__ == "AppError" and expected in str(raised.value), str(raised.value)
+    assert client.predict(seed=2, **GENERATE, api_name="/generate")[0].endswith("seed0002.png")
+
+
+# --- many clients, sessions ---------------------------------------------------------------------
+
+
+def test_eight_concurrent_clients_get_their_own_results_and_their_folders_go(app, tiny_models, tmp_path):
+    seeds = [100 + index for index in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        clients = list(pool.map(
+            lambda index: Client(app.url, verbose=False, download_files=str(tmp_path / f"client{index}"),
+                                 analytics_enabled=False),
+            range(8),
+        ))
+        try:
+            results = list(pool.map(
+                lambda pair: pair[0].predict(seed=pair[1], **GENERATE, api_name="/generate"), zip(clients, seeds)
+            ))
+            folders = [app.sessions.path(SimpleNamespace(session_hash=c.session_hash)) for c in clients]
+            assert all(folder.is_dir() for folder in folders)
+        finally:
+            for connected in clients:
+                connected.close()
+    model = tiny_models.get(TINY_ID)
+    for seed, (image, _, _, files) in zip(seeds, results, strict=True):
+        assert Path(image).name == f"seed{seed:04d}.png"
+        ws = media.load_npy(_by_suffix(files, "_ws.npy"))
+        np.testing.assert_allclose(ws, runtime.seed_latents(model, [seed], 0.7), atol=1e-6)
+    assert wait_until(lambda: not any(folder.exists() for folder in folders)), [f for f in folders if f.exists()]
+
+
+def test_ended_sessions_leave_no_files(tiny_models, tmp_path):
+    """Our session folder goes when the client leaves; Gradio's cached copies when the server stops."""
+    root = tmp_path / "sessions"
+    with running_app(tiny_models, root) as served:
+        connected = Client(served.url, verbose=False, download_files=False, analytics_enabled=False)
+        _, _, _, files = connected.predict(seed=5, **GENERATE, api_name="/generate")
+        cached = [Path(item["path"]) for item in files]
+        assert cached and all(path.is_file() for path in cached)
+        folder = served.sessions.path(SimpleNamespace(session_hash=connected.session_hash))
+        assert folder.is_dir()
+        connected.close()
+        assert wait_until(lambda: not folder.exists())
+        assert served.sessions.sessions() == []
+    assert not [path for path in cached if path.exists()]

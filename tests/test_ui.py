@@ -1,0 +1,325 @@
+"""The web app's layer: build_demo around the tiny model, handlers called as plain functions, errors.
+
+Handlers are the module-level functions of ``demo/ui/tabs/*.py`` (the event closures only add the
+session folder and the progress bar). Everything runs on the CPU with the tiny random model.
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+gr = pytest.importorskip("gradio", reason="the web app needs gradio (requirements.txt)")
+trimesh = pytest.importorskip("trimesh")
+
+from demo import media
+from demo.ui import build_demo, runtime
+from demo.ui.runtime import PREVIEW_LABEL, ModelProvider
+from demo.ui.tabs import generate, interpolate, video
+from demo.weights import registry
+from demo.weights.store import TINY_ID, build_tiny_generator, save_generator
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+NAMED_ENDPOINTS = {"/generate", "/random_seed", "/rotate", "/interpolate"}
+
+
+@pytest.fixture(scope="module")
+def tiny_models() -> ModelProvider:
+    return ModelProvider.tiny()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_models):
+    return tiny_models.get(TINY_ID)
+
+
+@pytest.fixture(scope="module")
+def generated(tiny_models, tmp_path_factory):
+    """One Generate run (seed 3, yaw 20, pitch -10, mesh 64) shared by the checks below."""
+    out = tmp_path_factory.mktemp("generate")
+    return out, generate.generate(tiny_models, TINY_ID, 3, 0.7, 20.0, -10.0, 64, out_dir=out)
+
+
+def _generate(models, out_dir, **changes):
+    args = {"model_id": TINY_ID, "seed": 3, "truncation": 0.7, "yaw_deg": 0.0, "pitch_deg": 0.0, "mesh_resolution": 64}
+    args.update(changes)
+    return generate.generate(models, **args, out_dir=out_dir)
+
+
+def _rotate(models, out_dir, **changes):
+    args = {"model_id": TINY_ID, "seed": 3, "truncation": 0.7, "ws_file": None, "trajectory": "orbit", "frames": 6, "fps": 12,
+                "mode": "image", "yaw_range_deg": 35, "pitch_deg": 0, "save_frames": False}
+    args.update(changes)
+    return video.rotate(models, **args, out_dir=out_dir)
+
+
+def _interpolate(models, out_dir, **changes):
+    args = {"model_id": TINY_ID, "seeds": "1, 2", "truncation": 0.7, "ws_files": None, "interpolation": "slerp", "frames": 6,
+                "fps": 12, "loop": False, "camera": "static"}
+    args.update(changes)
+    return interpolate.interpolate(models, **args, out_dir=out_dir)
+
+
+# --- building -----------------------------------------------------------------------------------
+
+
+def test_build_demo_builds_around_the_tiny_model(tiny_models, tmp_path):
+    demo = build_demo(tiny_models, session_root=tmp_path / "sessions")
+    assert isinstance(demo, gr.Blocks)
+    config = demo.get_config_file()
+    public = {"/" + dep["api_name"] for dep in config["dependencies"] if dep.get("api_visibility") == "public"}
+    assert public == {name for name in NAMED_ENDPOINTS}
+    labels = [block.label for block in demo.blocks.values() if isinstance(block, gr.Tab)]
+    assert labels == ["Generate", "Rotate", "Interpolate", "About"]
+    menu = next(block for block in demo.blocks.values() if isinstance(block, gr.Dropdown))
+    assert menu.value == TINY_ID and PREVIEW_LABEL in menu.choices[0][0]
+    # Rendering events share one concurrency group; the queue is bounded.
+    renders = [fn for fn in demo.fns.values() if fn.api_name in ("generate", "rotate", "interpolate")]
+    assert {fn.concurrency_id for fn in renders} == {"gpu"}
+    assert demo._queue.max_size == 32
+
+
+def test_random_seed_is_a_valid_seed():
+    seeds = {generate.random_seed() for _ in range(20)}
+    assert len(seeds) > 1 and all(0 <= seed < 2**32 for seed in seeds)
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+
+def test_generate_returns_image_depth_mesh_and_downloads(generated, tiny_model):
+    out, (image, depth, mesh_path, files) = generated
+    size = tiny_model.config.image_resolution
+    assert media.load_png(image).shape == (size, size, 3)
+    assert media.load_png(depth).shape[2] == 3
+    mesh = trimesh.load(mesh_path, force="mesh", process=False)
+    assert len(mesh.faces) > 0 and mesh.visual.kind == "vertex"
+    assert mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
+    names = {Path(path).name for path in files}
+    for suffix in (".png", "_raw.png", "_depth.png", "_depth_color.png", "_ws.npy", "_camera.npy", ".glb", ".ply", ".obj"):
+        assert f"seed0003{suffix}" in names
+    assert all(Path(path).parent == out for path in files)
+    ws = media.load_npy(out / "seed0003_ws.npy")
+    assert ws.shape == (1, tiny_model.num_ws, tiny_model.w_dim)
+    np.testing.assert_allclose(ws, runtime.seed_latents(tiny_model, [3], 0.7), atol=1e-6)
+    assert media.load_npy(out / "seed0003_camera.npy").shape == (25,)
+
+
+def test_rotate_writes_video_cameras_and_frames(tiny_models, tmp_path):
+    path, files = _rotate(tiny_models, tmp_path, frames=7, mode="image+depth", save_frames=True)
+    info = media.read_video_info(path)
+    assert info.num_frames == 7 and info.width == 2 * info.height
+    archive = next(Path(f) for f in files if f.endswith(".zip"))
+    with zipfile.ZipFile(archive) as zipped:
+        assert len([name for name in zipped.namelist() if name.endswith(".png")]) == 7
+    cameras = media.load_npy(next(f for f in files if f.endswith("_cameras.npy")))
+    assert cameras.shape == (7, 25)
+
+
+def test_rotate_from_an_uploaded_ws_file_matches_the_seed(tiny_models, generated, tmp_path):
+    out, _ = generated
+    from_seed, _ = _rotate(tiny_models, tmp_path / "seed", trajectory="yaw", frames=4)
+    from_file, _ = _rotate(tiny_models, tmp_path / "file", trajectory="yaw", frames=4, seed=999,
+                           ws_file=str(out / "seed0003_ws.npy"))
+    np.testing.assert_array_equal(media.read_video_frames(from_seed), media.read_video_frames(from_file))
+
+
+def test_interpolate_from_seeds_and_from_files(tiny_models, generated, tmp_path):
+    path, strip, files = _interpolate(tiny_models, tmp_path / "seeds", seeds="1-3", frames=9, interpolation="linear")
+    info = media.read_video_info(path)
+    assert info.num_frames == 9
+    assert media.load_png(strip).shape[1] == interpolate.STRIP_FRAMES * info.width
+    ws_path = media.load_npy(next(f for f in files if f.endswith("_ws.npy")))
+    assert ws_path.shape[0] == 9
+
+    out, _ = generated
+    np.save(tmp_path / "other_ws.npy", runtime.seed_latents(tiny_models.get(TINY_ID), [5], 0.7))
+    path, _, files = _interpolate(tiny_models, tmp_path / "files", seeds="",
+                                  ws_files=[str(out / "seed0003_ws.npy"), str(tmp_path / "other_ws.npy")])
+    assert media.read_video_info(path).num_frames == 6
+    keyframes = media.load_npy(next(f for f in files if f.endswith("_ws.npy")))
+    np.testing.assert_array_equal(keyframes[0], media.load_npy(out / "seed0003_ws.npy")[0])
+
+
+# --- bad input gives a readable gr.Error --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"yaw_deg": 120.0}, "keep yaw within +-90"),
+        ({"pitch_deg": -85.0}, "Pitch must stay within +-80"),
+        ({"seed": -1}, "Seed must be between 0 and 4294967295"),
+        ({"seed": 1.5}, "Seed must be a whole number"),
+        ({"seed": "many"}, "Seed must be a number"),
+        ({"truncation": 3.0}, "Truncation must be between 0 and 1"),
+        ({"mesh_resolution": 100}, "Mesh resolution must be one of 64, 128, 256"),
+        ({"model_id": "eg3d-nope"}, "Unknown model 'eg3d-nope'"),
+    ],
+)
+def test_generate_refuses_bad_input_readably(tiny_models, tmp_path, changes, expected):
+    with pytest.raises(gr.Error) as raised:
+        _generate(tiny_models, tmp_path, **changes)
+    assert expected in raised.value.message
+
+
+def test_garbage_and_misshapen_uploads_are_refused(tiny_models, tmp_path):
+    garbage = tmp_path / "garbage_ws.npy"
+    garbage.write_bytes(b"this is not a numpy file at all")
+    wrong_shape = tmp_path / "wrong_ws.npy"
+    np.save(wrong_shape, np.zeros((1, 3, 5), np.float32))
+    pickled = tmp_path / "pickled_ws.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    for path, expected in [(garbage, "Cannot read latent file"), (wrong_shape, "has shape (1, 3, 5)"),
+                           (pickled, "pickled files are not accepted")]:
+        with pytest.raises(gr.Error) as raised:
+            _rotate(tiny_models, tmp_path, ws_file=str(path))
+        assert expected in raised.value.message, raised.value.message
+        with pytest.raises(gr.Error) as raised:
+            _interpolate(tiny_models, tmp_path, ws_files=[str(path)])
+        assert expected in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"seeds": "abc"}, "Cannot read seeds"),
+        ({"seeds": ""}, "Give seeds"),
+        ({"seeds": "0-40"}, "at most 16 identities"),
+        ({"seeds": "3"}, "needs at least 2 keyframes"),
+        ({"seeds": "1,2,3", "interpolation": "cubic-loop", "frames": 10}, "must be a multiple of the number of keyframes"),
+        ({"frames": 100000}, "Frames must be between 2 and 240"),
+        ({"camera": "360"}, "Camera must be one of static, orbit, yaw"),
+    ],
+)
+def test_interpolate_refuses_bad_input_readably(tiny_models, tmp_path, changes, expected):
+    with pytest.raises(gr.Error) as raised:
+        _interpolate(tiny_models, tmp_path, **changes)
+    assert expected in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"trajectory": "sideways"}, "Trajectory must be one of orbit, yaw"),
+        ({"mode": "xray"}, "Render mode must be one of"),
+        ({"fps": 0}, "Frames per second must be between 1 and 60"),
+        ({"trajectory": "yaw", "yaw_range_deg": 120}, "keep yaw within +-90"),
+    ],
+)
+def test_rotate_refuses_bad_input_readably(tiny_models, tmp_path, changes, expected):
+    with pytest.raises(gr.Error) as raised:
+        _rotate(tiny_models, tmp_path, **changes)
+    assert expected in raised.value.message
+
+
+def test_unexpected_errors_are_logged_and_shown_briefly(tiny_models, tmp_path, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("internal detail the user should not see")
+
+    monkeypatch.setattr(generate, "generate_to_folder", broken)
+    with caplog.at_level(logging.ERROR, logger="demo.ui.runtime"), pytest.raises(gr.Error) as raised:
+        _generate(tiny_models, tmp_path)
+    assert raised.value.message == runtime.GENERIC_ERROR
+    assert "internal detail" in caplog.text and "Traceback" in caplog.text
+
+
+def test_out_of_memory_suggests_smaller_settings(tiny_models, tmp_path, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(generate, "generate_to_folder", out_of_memory)
+    with pytest.raises(gr.Error) as raised:
+        _generate(tiny_models, tmp_path)
+    assert "ran out of memory" in raised.value.message and "lower mesh resolution" in raised.value.message
+
+
+# --- runtime pieces -----------------------------------------------------------------------------
+
+
+def test_gpu_shim_is_a_no_op_off_spaces(monkeypatch):
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+
+    def render(x):
+        return x + 1
+
+    assert runtime.gpu(duration=30)(render) is render
+    assert runtime.gpu(duration=lambda *args: 10)(render)(1) == 2
+
+
+def test_progress_adapter_forwards_fraction_and_message():
+    calls = []
+
+    class FakeProgress:
+        def __call__(self, fraction, desc=None):
+            calls.append((fraction, desc))
+
+    report = runtime.progress_fn(FakeProgress())
+    report(0.5, "half way")
+    assert calls == [(0.5, "half way")]
+    assert runtime.progress_fn(None) is None
+
+
+def test_session_folders_open_close_and_stay_inside_root(tmp_path):
+    sessions = runtime.SessionFolders(tmp_path / "root")
+
+    class Request:
+        session_hash = "../../escape"
+
+    sessions.open(Request())
+    (folder,) = sessions.sessions()
+    assert folder.parent == tmp_path / "root"
+    run = sessions.run_dir(Request(), "generate")
+    assert run.parent == folder and run.name.startswith("generate-")
+    sessions.close(Request())
+    assert sessions.sessions() == [] and (tmp_path / "root").is_dir()
+
+
+@pytest.fixture
+def empty_checkpoints(tmp_path, monkeypatch):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    monkeypatch.setenv(registry.CHECKPOINTS_DIR_ENV, str(folder))
+    return folder
+
+
+def test_missing_checkpoint_falls_back_to_the_preview_and_says_how_to_provide_it(empty_checkpoints, monkeypatch):
+    monkeypatch.setenv("SPACE_ID", "someone/3d-face-studio")  # on a Space the default is preloaded at build time
+    models = ModelProvider(["eg3d-ffhq512-128"], default_id="eg3d-ffhq512-128", download=False, device="cpu")
+    assert models.default_id == TINY_ID and TINY_ID in models._models
+    for needle in ("eg3d-ffhq512-128 is not available", "ffhq512-128.pkl", str(empty_checkpoints / "original"),
+                   registry.CHECKPOINTS_DIR_ENV, registry.HF_TOKEN_ENV, PREVIEW_LABEL):
+        assert needle in models.notice, needle
+
+
+def test_locally_the_default_is_loaded_on_first_use(empty_checkpoints, monkeypatch):
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    models = ModelProvider(["eg3d-ffhq512-128"], default_id="eg3d-ffhq512-128", download=False, device="cpu")
+    assert models.default_id == "eg3d-ffhq512-128" and models._models == {}
+    assert "not on this machine yet" in models.notice and "downloads are switched off" in models.notice
+    # First use: the guard step falls back to the preview model and explains.
+    ctx = runtime.UIContext(models, runtime.SessionFolders(empty_checkpoints / "sessions"), None, None)
+    with pytest.warns(UserWarning, match="tiny model runs"):  # gr.Warning outside a request
+        model_id, message = ctx.load_model("eg3d-ffhq512-128")
+    assert model_id == TINY_ID and "is not available" in message and PREVIEW_LABEL in message
+    # A render asked for the missing model directly (the API) gets the library's message.
+    with pytest.raises(gr.Error) as raised:
+        _generate(models, empty_checkpoints / "out", model_id="eg3d-ffhq512-128")
+    assert "eg3d-ffhq512-128 is not available locally" in raised.value.message
+
+
+def test_a_converted_checkpoint_is_preloaded_and_used(empty_checkpoints, monkeypatch):
+    monkeypatch.setenv("SPACES_ZERO_GPU", "")  # not ZeroGPU: the gpu shim stays a no-op
+    monkeypatch.setenv("SPACE_ID", "someone/3d-face-studio")
+    save_generator(build_tiny_generator(seed=1), empty_checkpoints / "eg3d-ffhq512-128")
+    models = ModelProvider(["eg3d-ffhq512-128"], default_id="eg3d-ffhq512-128", download=False, device="cpu")
+    assert models.default_id == "eg3d-ffhq512-128" and models.notice == ""
+    assert "eg3d-ffhq512-128" in models._models
+    assert models.status("eg3d-ffhq512-128") == "**eg3d-ffhq512-128** is loaded."
