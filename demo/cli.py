@@ -505,6 +505,68 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- dataset --------------------------------------------------------------------------------------
+
+
+def _add_dataset(parser: argparse.ArgumentParser) -> None:
+    _add_model_options(parser)
+    parser.add_argument(
+        "--num", "--num-samples", "-n", dest="num", type=int, required=True,
+        help="number of samples; sample i uses seed start-seed + i (under torchrun write -n or --num-samples: "
+        "torchrun reads --num as its --numa-binding)",
+    )
+    parser.add_argument("--out", "--outdir", dest="out", type=Path, required=True, help="dataset folder (created; rerun to resume)")
+    parser.add_argument("--start-seed", type=int, default=0, help="seed of sample 0 (default 0)")
+    parser.add_argument("--views", default="mix", help="view preset: mix (EG3D synthetic-data mix), frontal, uniform (default mix)")
+    parser.add_argument("--yaw-range", type=float, default=60.0, help="'uniform': yaw drawn in +-this many degrees (default 60)")
+    parser.add_argument("--pitch-range", type=float, default=20.0, help="'uniform': pitch drawn in +-this many degrees (default 20)")
+    parser.add_argument("--trunc", type=_psi_arg, default=0.7, help="truncation psi (default 0.7)")
+    parser.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N ws (default all)")
+    parser.add_argument(
+        "--with", dest="with_", default="depth,masks", metavar="LIST",
+        help="comma list of optional outputs: depth, depth-npy, masks, meshes (keypoints come with photo -> 3D); "
+        "default depth,masks",
+    )
+    parser.add_argument("--mesh-format", default="ply", help="comma list of ply,glb,obj,mrc for --with meshes (default ply)")
+    parser.add_argument("--mesh-res", type=_resolution_arg, default=128, help="mesh grid points per side (default 128)")
+    parser.add_argument("--image-size", type=int, default=None, help="shrink images to this size (Lanczos); default the model's")
+    parser.add_argument("--batch", type=int, default=4, help="samples per forward pass (default 4); part of the settings")
+    parser.add_argument("--shard", default=None, metavar="RANK/WORLD", help="this machine's share, e.g. 0/4 (torchrun: automatic)")
+    parser.add_argument("--force", action="store_true", help="start over in a folder holding a dataset with other settings")
+
+
+def _cmd_dataset(args: argparse.Namespace) -> int:
+    from demo.tasks import dataset
+
+    torchrun = dataset.torchrun_env()
+    shard = dataset.parse_shard(args.shard) if args.shard is not None else (0, 1)
+    if torchrun is not None:
+        if args.shard is not None and shard != torchrun[:2]:
+            raise InputError(f"--shard {args.shard} disagrees with torchrun's RANK/WORLD_SIZE {torchrun[0]}/{torchrun[1]}.")
+        shard = torchrun[:2]
+    options = dataset.check_options(
+        num=args.num, start_seed=args.start_seed, views=args.views, yaw_range_deg=args.yaw_range,
+        pitch_range_deg=args.pitch_range, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff,
+        with_=args.with_, mesh_formats=args.mesh_format.split(","), mesh_resolution=args.mesh_res,
+        image_size=args.image_size, batch_size=args.batch, shard=shard,
+    )
+    if "keypoints" in options["with_"]:
+        raise InputError(dataset.KEYPOINTS_UNAVAILABLE)
+    if torchrun is not None and args.device in ("auto", "cuda"):  # one GPU per local rank
+        import torch
+
+        args.device = f"cuda:{torchrun[2]}" if args.device == "cuda" or torch.cuda.is_available() else "cpu"
+    model = _load_model(args)
+    rank, world = shard
+    with dataset.process_group(world if torchrun is not None else 1, model.device), _progress_bar() as progress:
+        result = dataset.make_dataset(model, args.out, **options, model_id=str(args.model), force=args.force, progress=progress)
+    who = f"shard {rank}/{world}: " if world > 1 else ""
+    print(f"{who}wrote {result.written} samples, {result.skipped} were already complete ({result.seconds:.1f} s)")
+    if result.total is not None:
+        print(f"{result.out_dir}: {result.total} samples in {result.index.name}; EG3D labels in {result.labels}")
+    return 0
+
+
 # --- registration ---------------------------------------------------------------------------------
 
 COMMANDS: tuple[Command, ...] = (
@@ -539,6 +601,15 @@ COMMANDS: tuple[Command, ...] = (
         _cmd_generate,
         "Generate faces like gen_samples.py: per seed an image, 16-bit depth and preview, alpha, z/ws/camera .npy, "
         "and with --shapes coloured meshes (.glb/.ply/.obj) and the official .mrc density volume.",
+    ),
+    Command(
+        "dataset",
+        "synthetic face dataset: images, depth, masks, meshes, latents, cameras, annotations",
+        _add_dataset,
+        _cmd_dataset,
+        "Fill a folder with NUM samples (sample i = seed start-seed + i) in a documented layout, with per-sample JSON "
+        "annotations, an index.jsonl and EG3D training labels (images/dataset.json). Rerun to resume; shard with "
+        "--shard R/W or torchrun. Layout and units: see demo/tasks/dataset.py.",
     ),
     Command(
         "models",

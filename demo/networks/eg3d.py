@@ -223,6 +223,7 @@ class TriplaneGenerator(nn.Module):
         importance_samples: int | None = None,
         planes: torch.Tensor | None = None,
         return_extras: bool = False,
+        per_sample_clamp: bool = False,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
         """Render ws from the camera ``c``.
@@ -238,6 +239,8 @@ class TriplaneGenerator(nn.Module):
             planes: precomputed ``self.planes(ws)`` to skip the backbone.
             return_extras: also return ``feature_image`` (B, 32, r, r), ``image_alpha`` (B, 1, r, r)
                 and ``planes``.
+            per_sample_clamp: clamp each item's depth to its own ray samples instead of the whole
+                batch's (see :func:`demo.render.renderer.render_rays`); off = official.
         Returns:
             ``image`` (B, 3, H, W) roughly in [-1, 1] (not clamped), ``image_raw`` (B, 3, r, r) and
             ``image_depth`` (B, 1, r, r), the expected distance along each ray.
@@ -252,7 +255,8 @@ class TriplaneGenerator(nn.Module):
             planes = self.planes(ws, noise_mode=noise_mode, rng=rng)
         result = render_rays(
             planes, self.decoder, origins, directions, self.config.render,
-            depth_samples=depth_samples, importance_samples=importance_samples, rng=rng, **self._render_options(),
+            depth_samples=depth_samples, importance_samples=importance_samples, rng=rng,
+            per_sample_clamp=per_sample_clamp, **self._render_options(),
         )
         batch = len(ws)
         feature_image = result.features.permute(0, 2, 1).reshape(batch, -1, resolution, resolution).contiguous()

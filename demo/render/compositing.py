@@ -11,7 +11,10 @@ For consecutive samples k, k+1 along a ray with depths t, densities sigma and fe
 
 C is then mapped from [0, 1] to [-1, 1] (C * 2 - 1). depth is the expected distance along the unit
 ray direction (not camera z); rays with no weight (NaN) become +inf and every depth is clamped to
-[min t, max t] taken over the whole batch, as the official renderer does.
+[min t, max t] taken over the whole batch, as the official renderer does. That couples the items
+of a batch (a ray with no weight gets the batch's largest depth); ``per_sample_clamp=True`` takes
+min t and max t over each batch item's own samples instead, so an item's depth does not depend on
+what else is in its batch (datasets use it; rendered alone, both give the same result).
 """
 
 from __future__ import annotations
@@ -35,7 +38,13 @@ def _exp(x: torch.Tensor) -> torch.Tensor:
 
 
 def composite(
-    colors: torch.Tensor, sigmas: torch.Tensor, depths: torch.Tensor, *, white_background: bool = False, signed: bool = True
+    colors: torch.Tensor,
+    sigmas: torch.Tensor,
+    depths: torch.Tensor,
+    *,
+    white_background: bool = False,
+    signed: bool = True,
+    per_sample_clamp: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Composite samples along rays.
 
@@ -44,6 +53,7 @@ def composite(
         sigmas: (B, M, S, 1) raw densities (before softplus(x - 1)).
         depths: (B, M, S, 1) sorted sample depths.
         signed: map the features from [0, 1] to [-1, 1] (EG3D); PanoHead keeps raw decoder features.
+        per_sample_clamp: clamp each batch item's depth to its own sample range, not the batch's.
     Returns:
         features (B, M, C) in [-1, 1] (roughly), depth (B, M, 1), weights (B, M, S - 1, 1).
     """
@@ -59,7 +69,11 @@ def composite(
     total = weights.sum(2)
     depth = torch.sum(weights * depths_mid, -2) / total
     depth = torch.nan_to_num(depth, float("inf"))
-    depth = torch.clamp(depth, torch.min(depths), torch.max(depths))
+    if per_sample_clamp:
+        flat = depths.flatten(1)
+        depth = torch.clamp(depth, flat.amin(1).view(-1, 1, 1), flat.amax(1).view(-1, 1, 1))
+    else:
+        depth = torch.clamp(depth, torch.min(depths), torch.max(depths))
     if white_background:
         features = features + 1 - total
     return (features * 2 - 1 if signed else features), depth, weights

@@ -63,6 +63,7 @@ def render_rays(
     density_crop: float | None = None,
     signed: bool = True,
     rng: Rng = None,
+    per_sample_clamp: bool = False,
 ) -> RayBundleResult:
     """Volume-render rays through the tri-plane field.
 
@@ -74,6 +75,9 @@ def render_rays(
         density_crop: PanoHead's crop: samples with |x| or |z| beyond it get density -1000.
         signed: map composited features from [0, 1] to [-1, 1] (EG3D; PanoHead only for sigmoid decoders).
         rng: generator for the two random draws; None uses torch's default generator (official order).
+        per_sample_clamp: take the depth clamp range (and, with box limits, the range given to rays
+            that miss the box) from each batch item's own rays instead of the whole batch, so an
+            item renders the same whatever else is in its batch. Off by default (official behaviour).
     """
     num_coarse = options.depth_samples if depth_samples is None else depth_samples
     num_fine = options.importance_samples if importance_samples is None else importance_samples
@@ -86,7 +90,9 @@ def render_rays(
     if options.uses_box_limits:
         ray_start, ray_end = box_intersection(origins, directions, options.box_warp)
         hit = ray_end > ray_start
-        if torch.any(hit).item():
+        if per_sample_clamp:
+            ray_start, ray_end = _fill_missed_rays_per_sample(ray_start, ray_end, hit)
+        elif torch.any(hit).item():
             # Rays that miss the box get the range of the hits (the official code uses the largest
             # entry distance as their far bound).
             ray_start = torch.where(hit, ray_start, ray_start[hit].min())
@@ -104,8 +110,19 @@ def render_rays(
         depths_fine = importance_depths(depths, weights, num_fine, rng=rng)
         sigmas_fine, colors_fine = _query_along_rays(depths_fine, *query)
         depths, colors, sigmas = merge_samples(depths, colors, sigmas, depths_fine, colors_fine, sigmas_fine)
-    features, depth, weights = composite(colors, sigmas, depths, white_background=options.white_background, signed=signed)
+    features, depth, weights = composite(
+        colors, sigmas, depths, white_background=options.white_background, signed=signed, per_sample_clamp=per_sample_clamp
+    )
     return RayBundleResult(features=features, depth=depth, alpha=weights.sum(2))
+
+
+def _fill_missed_rays_per_sample(ray_start: torch.Tensor, ray_end: torch.Tensor, hit: torch.Tensor):
+    """The official fallback for rays that miss the box, computed per batch item: (B, M, 1) each."""
+    inf = torch.full_like(ray_start, float("inf"))
+    first = torch.where(hit, ray_start, inf).amin(dim=(1, 2), keepdim=True)
+    last = torch.where(hit, ray_start, -inf).amax(dim=(1, 2), keepdim=True)
+    keep = hit | ~hit.any(dim=1, keepdim=True)  # an item with no hit at all keeps its values, as alone
+    return torch.where(keep, ray_start, first), torch.where(keep, ray_end, last)
 
 
 def _query_along_rays(depths, planes, decoder, origins, directions, options, density_crop, rng):

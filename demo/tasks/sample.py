@@ -116,6 +116,7 @@ def sample_images(
     conditioning: Camera | None = None,
     batch_size: int = 4,
     noise_mode: str = "const",
+    per_sample_clamp: bool = True,
     progress: ProgressFn | None = None,
 ) -> SampleResult:
     """Generate faces from seeds, z latents or ws latents (exactly one of them).
@@ -128,6 +129,9 @@ def sample_images(
         camera: render camera, batch 1 (shared) or B; default frontal at the training radius.
         conditioning: mapping camera; default :func:`default_conditioning`.
         batch_size: samples per forward pass.
+        per_sample_clamp: clamp each sample's depth to its own rays' range, not the batch's, so a
+            sample's depth does not depend on its batch (see ``TriplaneGenerator.synthesis``). On by
+            default here; rendered alone, both give the official result.
     """
     given = [name for name, value in (("seeds", seeds), ("z", z), ("ws", ws)) if value is not None]
     if len(given) != 1:
@@ -171,7 +175,9 @@ def sample_images(
             cam = camera if len(camera) == 1 else camera[start:stop]
             label = cam.to_label().expand(stop - start, -1) if len(cam) == 1 else cam.to_label()
             rngs = [torch.Generator().manual_seed(seed if seed is not None else index) for index, seed in enumerate(seed_list[start:stop], start)]
-            out = model.synthesis(ws_batch, label, noise_mode=noise_mode, rng=rngs, return_extras=True)
+            out = model.synthesis(
+                ws_batch, label, noise_mode=noise_mode, rng=rngs, return_extras=True, per_sample_clamp=per_sample_clamp
+            )
             parts["ws"].append(ws_batch.float().cpu())
             parts["cameras"].append(label.cpu())
             for key in ("image", "image_raw", "image_depth", "image_alpha"):

@@ -232,7 +232,7 @@ def render_frames(
                 ws_batch, planes = ws[start:stop], None
             label = labels.expand(n, -1) if len(labels) == 1 else labels[start:stop]
             rngs = [torch.Generator().manual_seed(seed) for _ in range(n)]
-            out = model.synthesis(ws_batch, label, planes=planes, rng=rngs, return_extras=True, **samples)
+            out = model.synthesis(ws_batch, label, planes=planes, rng=rngs, return_extras=True, per_sample_clamp=True, **samples)
             key = "image_raw" if mode == "image_raw" else "image"
             images.append(out[key].float().cpu())
             depths.append(out["image_depth"].float().cpu())
