@@ -18,6 +18,7 @@ gr = pytest.importorskip("gradio", reason="the web app needs gradio (requirement
 trimesh = pytest.importorskip("trimesh")
 
 from demo import media
+from demo.tasks.sample import ws_from_seeds
 from demo.ui import build_demo, runtime
 from demo.ui.runtime import PREVIEW_LABEL, ModelProvider
 from demo.ui.tabs import generate, interpolate, video
@@ -107,7 +108,7 @@ def test_generate_returns_image_depth_mesh_and_downloads(generated, tiny_model):
     assert all(Path(path).parent == out for path in files)
     ws = media.load_npy(out / "seed0003_ws.npy")
     assert ws.shape == (1, tiny_model.num_ws, tiny_model.w_dim)
-    np.testing.assert_allclose(ws, runtime.seed_latents(tiny_model, [3], 0.7), atol=1e-6)
+    np.testing.assert_allclose(ws, ws_from_seeds(tiny_model, [3], truncation_psi=0.7), atol=1e-6)
     assert media.load_npy(out / "seed0003_camera.npy").shape == (25,)
 
 
@@ -139,7 +140,7 @@ def test_interpolate_from_seeds_and_from_files(tiny_models, generated, tmp_path)
     assert ws_path.shape[0] == 9
 
     out, _ = generated
-    np.save(tmp_path / "other_ws.npy", runtime.seed_latents(tiny_models.get(TINY_ID), [5], 0.7))
+    np.save(tmp_path / "other_ws.npy", ws_from_seeds(tiny_models.get(TINY_ID), [5], truncation_psi=0.7))
     path, _, files = _interpolate(tiny_models, tmp_path / "files", seeds="",
                                   ws_files=[str(out / "seed0003_ws.npy"), str(tmp_path / "other_ws.npy")])
     assert media.read_video_info(path).num_frames == 6

@@ -84,6 +84,32 @@ def default_conditioning(model: TriplaneGenerator) -> Camera:
     return conditioning_camera(radius=config.avg_camera_radius, pivot=config.avg_camera_pivot, focal=config.focal_length)
 
 
+def ws_from_z(
+    model: TriplaneGenerator,
+    z: np.ndarray,
+    *,
+    truncation_psi: float = 0.7,
+    truncation_cutoff: int | None = None,
+    conditioning: Camera | None = None,
+) -> np.ndarray:
+    """ws (N, num_ws, w_dim) float32 on the CPU for latents z (N, z_dim), conditioned on the frontal camera."""
+    conditioning = conditioning if conditioning is not None else default_conditioning(model)
+    with torch.inference_mode():
+        ws = model.mapping(
+            torch.from_numpy(np.asarray(z)).to(model.device), conditioning,
+            truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+        )
+    return ws.float().cpu().numpy()
+
+
+def ws_from_seeds(
+    model: TriplaneGenerator, seeds: Sequence[int], *, truncation_psi: float = 0.7, truncation_cutoff: int | None = None
+) -> np.ndarray:
+    """ws (len(seeds), num_ws, w_dim) float32 on the CPU, z from each seed exactly as the official scripts."""
+    z = np.concatenate([z_from_seed(seed, model.z_dim) for seed in seeds])
+    return ws_from_z(model, z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+
+
 def view_camera(
     model: TriplaneGenerator,
     *,

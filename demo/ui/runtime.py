@@ -43,7 +43,7 @@ from demo.errors import CheckpointError, DemoError, InputError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.progress import ProgressFn
 from demo.tasks.interpolate import load_keyframes
-from demo.tasks.sample import default_conditioning, parse_seeds, z_from_seed
+from demo.tasks.sample import parse_seeds, ws_from_seeds
 from demo.weights import registry
 from demo.weights.store import TINY_ID, WEIGHTS_FILE, load_generator
 
@@ -372,14 +372,6 @@ def file_paths(files: Any) -> list[str]:
 # --- identities ---------------------------------------------------------------------------------
 
 
-def seed_latents(model: TriplaneGenerator, seeds: Sequence[int], truncation_psi: float) -> np.ndarray:
-    """ws (len(seeds), num_ws, w_dim) float32 on the CPU, z from each seed as the official scripts."""
-    z = np.concatenate([z_from_seed(seed, model.z_dim) for seed in seeds])
-    with torch.inference_mode():
-        ws = model.mapping(torch.from_numpy(z).to(model.device), default_conditioning(model), truncation_psi=truncation_psi)
-    return ws.float().cpu().numpy()
-
-
 def identity_latents(
     model: TriplaneGenerator, *, seeds_text: str, truncation_psi: float, ws_files: Any
 ) -> tuple[np.ndarray, list[str]]:
@@ -394,7 +386,7 @@ def identity_latents(
             raise InputError("Give seeds such as '0, 5, 11' (or ranges '0-3'), or upload ws.npy files.")
         seeds = parse_seeds(text)
         names = [f"seed{seed:04d}" for seed in seeds]
-        ws = seed_latents(model, seeds, truncation_psi) if len(seeds) <= MAX_KEYFRAMES else None
+        ws = ws_from_seeds(model, seeds, truncation_psi=truncation_psi) if len(seeds) <= MAX_KEYFRAMES else None
     if ws is None or len(ws) > MAX_KEYFRAMES:
         raise InputError(f"Use at most {MAX_KEYFRAMES} identities at a time; got {len(names)}.")
     return ws, names
