@@ -69,8 +69,9 @@ def build(ctx: runtime.UIContext) -> None:
                 dice = gr.Button("Random seed", scale=1, min_width=100, elem_id="generate-random")
             truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Truncation ψ",
                                    info="Lower: more average, cleaner faces. Higher: more variety.")
-            yaw = gr.Slider(-MAX_FRONT_YAW_DEG, MAX_FRONT_YAW_DEG, value=0.0, step=1.0, label="Yaw (degrees)",
-                            info="Positive turns the camera to the face's left.")
+            yaw = gr.Slider(-180.0, 180.0, value=0.0, step=1.0, label="Yaw (degrees)",
+                            info=f"Positive turns the camera to the face's left. EG3D models: within ±{MAX_FRONT_YAW_DEG:g}; "
+                                 "PanoHead: all the way round.")
             pitch = gr.Slider(-MAX_PITCH_DEG, MAX_PITCH_DEG, value=0.0, step=1.0, label="Pitch (degrees)",
                               info="Negative looks from above.")
             resolution = gr.Radio(list(MESH_RESOLUTIONS), value=128, label="Mesh resolution (grid points per side)")
