@@ -28,6 +28,7 @@ import torch
 from gradio_client import Client, handle_file
 
 from demo import media
+from demo.tasks.sample import ws_from_seeds
 from demo.ui import build_demo, runtime
 from demo.ui.runtime import ModelProvider
 from demo.weights.store import TINY_ID
@@ -142,7 +143,7 @@ def test_rotate(client):
 def test_interpolate_from_uploaded_latents(client, tiny_models, tmp_path):
     model = tiny_models.get(TINY_ID)
     for seed in (4, 9):
-        np.save(tmp_path / f"seed{seed:04d}_ws.npy", runtime.seed_latents(model, [seed], 0.7))
+        np.save(tmp_path / f"seed{seed:04d}_ws.npy", ws_from_seeds(model, [seed], truncation_psi=0.7))
     video, strip, files = client.predict(
         model_id=TINY_ID, seeds="", truncation=0.7,
         ws_files=[handle_file(str(tmp_path / "seed0004_ws.npy")), handle_file(str(tmp_path / "seed0009_ws.npy"))],
@@ -167,7 +168,7 @@ def test_bad_input_gives_readable_errors_and_the_app_keeps_serving(client, tmp_p
                   "yaw_range_deg": 30, "pitch_deg": 0, "save_frames": False, "api_name": "/rotate"}
     cases = [
         (lambda: client.predict(seed=1, **{**GENERATE, "yaw_deg": 150.0}, api_name="/generate"),
-         "greater than maximum value 90"),
+         "front of the head"),
         (lambda: client.predict(seed=1, **{**GENERATE, "mesh_resolution": 100}, api_name="/generate"),
          "not in the list of choices"),
         (lambda: client.predict(seed=-5, **GENERATE, api_name="/generate"), "less than minimum value 0"),
@@ -208,7 +209,7 @@ def test_eight_concurrent_clients_get_their_own_results_and_their_folders_go(app
     for seed, (image, _, _, files) in zip(seeds, results, strict=True):
         assert Path(image).name == f"seed{seed:04d}.png"
         ws = media.load_npy(_by_suffix(files, "_ws.npy"))
-        np.testing.assert_allclose(ws, runtime.seed_latents(model, [seed], 0.7), atol=1e-6)
+        np.testing.assert_allclose(ws, ws_from_seeds(model, [seed], truncation_psi=0.7), atol=1e-6)
     assert wait_until(lambda: not any(folder.exists() for folder in folders)), [f for f in folders if f.exists()]
 
 
