@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo.config import GeneratorConfig  # noqa: E402
+from _common import device_label, full_size_model  # noqa: E402
+
 from demo.devices import pick_device  # noqa: E402
-from demo.networks.eg3d import TriplaneGenerator  # noqa: E402
 from demo.tasks.dataset import make_dataset, model_fingerprint  # noqa: E402
 
 
@@ -36,12 +36,7 @@ def main() -> None:
     parser.add_argument("--mesh-res", type=int, default=128, help="mesh grid points per side (default 128)")
     args = parser.parse_args()
     device = pick_device(args.device)
-    torch.manual_seed(0)
-    model = TriplaneGenerator(GeneratorConfig.ffhq512()).eval().requires_grad_(False).to(device)
-    with torch.no_grad():
-        # Random weights give an empty or solid field; shift the density so the iso-surface exists.
-        model.decoder.net[2].weight[0] *= 10
-        model.decoder.net[2].bias[0] = 10.0
+    model = full_size_model(device)
 
     start = time.perf_counter()
     model_fingerprint(model)
@@ -62,7 +57,7 @@ def main() -> None:
         seconds = result.seconds - hash_seconds
         results.append((name, result.written / seconds, seconds / result.written))
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    device_name = device_label(device)
     print(
         f"device: {device_name}; torch {torch.__version__}; full-size FFHQ-512 config (512² images, 128² depth), "
         f"random weights; {args.num} samples per row, batch {args.batch}; weights hash {hash_seconds:.2f} s once, excluded"

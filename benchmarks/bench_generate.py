@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo.config import GeneratorConfig  # noqa: E402
+from _common import device_label, full_size_model, sync  # noqa: E402
+
 from demo.devices import pick_device  # noqa: E402
-from demo.networks.eg3d import TriplaneGenerator  # noqa: E402
 from demo.render.grid import grid_points  # noqa: E402
 from demo.tasks import mesh as mesh_task  # noqa: E402
 from demo.tasks.sample import default_conditioning, view_camera  # noqa: E402
@@ -36,19 +36,15 @@ from demo.tasks.sample import default_conditioning, view_camera  # noqa: E402
 CHUNK = 1_000_000
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
 
 def _timed(fn, device, repeats: int) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -80,12 +76,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     device = pick_device(args.device)
-    torch.manual_seed(0)
-    model = TriplaneGenerator(GeneratorConfig.ffhq512()).eval().requires_grad_(False).to(device)
-    with torch.no_grad():
-        # Random weights give an empty or solid field; shift the density so the iso-surface exists.
-        model.decoder.net[2].weight[0] *= 10
-        model.decoder.net[2].bias[0] = 10.0
+    model = full_size_model(device)
     z = torch.from_numpy(np.random.RandomState(0).randn(1, model.z_dim)).to(device)
     cond = default_conditioning(model)
     camera = view_camera(model, yaw_deg=20.0)
@@ -97,7 +88,7 @@ def main() -> None:
             ours = _timed(lambda: _mesh_ours(model, z, cond, resolution), device, args.repeats)
             chunked = _timed(lambda: _mesh_per_chunk(model, z, cond, resolution), device, args.repeats)
             rows.append((f"coloured mesh {resolution}³", ours, chunked, chunked / ours))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name = device_label(device)
     print(f"device: {name}; torch {torch.__version__}; full-size FFHQ-512 config, random weights; median of {args.repeats}")
     print(f"{'task':<46} {'ours s':>9} {'per-chunk s':>12} {'speed-up':>9}")
     for task, ours, chunked, ratio in rows:

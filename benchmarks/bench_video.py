@@ -19,18 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from demo.config import GeneratorConfig  # noqa: E402
+from _common import device_label, full_size_model, sync  # noqa: E402
+
 from demo.devices import pick_device  # noqa: E402
-from demo.networks.eg3d import TriplaneGenerator  # noqa: E402
 from demo.tasks import video  # noqa: E402
 from demo.tasks.sample import default_conditioning  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _per_frame(model, z, cond, cameras, batch):
@@ -48,8 +43,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     args = parser.parse_args()
     device = pick_device(args.device)
-    torch.manual_seed(0)
-    model = TriplaneGenerator(GeneratorConfig.ffhq512()).eval().requires_grad_(False).to(device)
+    model = full_size_model(device, with_surface=False)
     z = torch.from_numpy(np.random.RandomState(0).randn(1, model.z_dim)).to(device)
     cond = default_conditioning(model)
     cameras = video.trajectory_cameras(model, video.official_orbit(args.frames))
@@ -61,12 +55,12 @@ def main() -> None:
             ("cached planes", lambda: video.render_frames(model, ws, cameras, batch_size=args.batch)),
             ("per frame (gen_videos)", lambda: _per_frame(model, z, cond, cameras, args.batch)),
         ):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             run()
-            _sync(device)
+            sync(device)
             results[name] = args.frames / (time.perf_counter() - start)
-    label = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    label = device_label(device)
     print(f"device: {label}; torch {torch.__version__}; full-size FFHQ-512, {args.frames}-frame orbit, batch {args.batch}")
     print(f"{'path':<26} {'frames/s':>9}")
     for name, fps in results.items():

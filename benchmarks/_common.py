@@ -1,0 +1,40 @@
+"""Shared set-up for the benchmark scripts: a full-size model with random weights, timing helpers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from demo.config import GeneratorConfig  # noqa: E402
+from demo.networks.eg3d import TriplaneGenerator  # noqa: E402
+
+
+def full_size_model(device: torch.device, *, with_surface: bool = True) -> TriplaneGenerator:
+    """The full-size FFHQ-512 generator with seeded random weights (speed does not depend on them).
+
+    ``with_surface`` shifts the density head so the field crosses the mesh iso-level (random
+    weights give an empty or solid field otherwise).
+    """
+    torch.manual_seed(0)
+    model = TriplaneGenerator(GeneratorConfig.ffhq512()).eval().requires_grad_(False).to(device)
+    if with_surface:
+        with torch.no_grad():
+            model.decoder.net[2].weight[0] *= 10
+            model.decoder.net[2].bias[0] = 10.0
+    return model
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work so wall-clock timings are honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def device_label(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {torch.get_num_threads()} threads"
