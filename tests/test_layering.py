@@ -33,7 +33,7 @@ THIRD_PARTY: dict[int, set[str]] = {
     1: {"torch"},
     2: {"torch"},
     3: {"torch", "safetensors", "huggingface_hub"},
-    4: {"torch", "numpy", "PIL", "imageio", "trimesh", "skimage", "scipy", "safetensors", "mrcfile"},
+    4: {"torch", "numpy", "PIL", "imageio", "trimesh", "skimage", "scipy", "safetensors", "mrcfile", "mediapipe", "cv2"},
     5: {"torch", "numpy", "gradio", "spaces", "tqdm"},
     6: set(),
 }
