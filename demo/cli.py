@@ -567,6 +567,295 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- invert ---------------------------------------------------------------------------------------
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+# Written out so that building the parser does not import torch; tests check they match the library's.
+_INVERT_PRESETS = ("fast", "balanced", "best")
+_ENCODER_KINDS = ("conv", "vit")
+
+
+def _add_invert(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", type=Path, metavar="PHOTO_OR_FOLDER", help="a photo, or a folder of photos (png/jpg/webp/...)")
+    _add_model_options(parser)
+    parser.add_argument(
+        "--encoder", default=None, metavar="PATH",
+        help="encoder folder or encoder.safetensors (default: checkpoints/<model>/encoder.safetensors if present; 'none' = w_avg start)",
+    )
+    parser.add_argument(
+        "--pti", choices=(*_INVERT_PRESETS, "none"), default="fast",
+        help="optimisation preset: fast (fits a 60 s GPU slot), balanced, best (500 + 350 steps); none = encoder only",
+    )
+    parser.add_argument("--w-steps", type=int, default=None, help="projection steps (overrides the preset)")
+    parser.add_argument("--pti-steps", type=int, default=None, help="generator tuning steps (overrides the preset)")
+    parser.add_argument("--space", choices=("w", "w+"), default="w", help="latent space of the projection (default w)")
+    parser.add_argument(
+        "--aligned", action="store_true",
+        help="inputs are already aligned square crops (no face detection); cameras from --camera, <stem>.npy or "
+        "<stem>_camera.npy beside each image, --yaw-deg/--pitch-deg, or the encoder",
+    )
+    parser.add_argument("--camera", type=Path, default=None, help="--aligned with one input: its 25-number camera .npy")
+    parser.add_argument("--yaw-deg", type=float, default=None, help="--aligned: camera yaw in degrees (+ = camera to the face's left)")
+    parser.add_argument("--pitch-deg", type=float, default=None, help="--aligned: camera pitch in degrees (- = camera above)")
+    parser.add_argument("--mesh", action="store_true", help="also write a coloured mesh (.glb) of the result")
+    parser.add_argument("--mesh-res", type=_resolution_arg, default=256, help="mesh grid points per side (default 256)")
+    parser.add_argument("--video", action="store_true", help="also write an orbit video (.mp4) of the result")
+    parser.add_argument("--frames", type=int, default=120, help="video frames (default 120)")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS", help="stop optimising after this long")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the optimisation noise (default 0)")
+    parser.add_argument("--outdir", type=Path, required=True, help="output folder (created)")
+
+
+def _invert_inputs(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(f"{path} holds no images ({', '.join(_IMAGE_SUFFIXES)}).")
+        return files
+    if not path.is_file():
+        raise InputError(f"{path} does not exist.")
+    return [path]
+
+
+def _aligned_image(path: Path):
+    import numpy as np
+
+    from demo import media
+
+    image = media.load_png(path)
+    if image.dtype != np.uint8:
+        raise InputError(f"{path}: 16-bit images are not supported for --aligned crops; save it as 8-bit RGB.")
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return image[..., :3]
+
+
+def _aligned_camera(args: argparse.Namespace, model, path: Path, count: int):
+    """The camera label of an --aligned crop, or None (encoder or frontal)."""
+    import numpy as np
+
+    from demo import media
+    from demo.tasks.sample import view_camera
+
+    if args.camera is not None:
+        if count != 1:
+            raise InputError("--camera gives one camera; with a folder put <stem>.npy or <stem>_camera.npy beside each image.")
+        return media.load_npy(args.camera)
+    for sidecar in (path.with_suffix(".npy"), path.with_name(f"{path.stem}_camera.npy")):
+        if sidecar.is_file():
+            return media.load_npy(sidecar)
+    if args.yaw_deg is not None or args.pitch_deg is not None:
+        return view_camera(model, yaw_deg=args.yaw_deg or 0.0, pitch_deg=args.pitch_deg or 0.0).to_label()[0].numpy().astype(np.float32)
+    return None
+
+
+def _invert_one(args: argparse.Namespace, model, encoder, faces, path: Path, count: int, out: Path, progress) -> dict:
+    """Align (or read) one input, invert it, write its files; returns its invert.json record."""
+    import torch
+
+    from demo import media
+    from demo.cameras import Camera
+    from demo.tasks import invert as invert_task
+    from demo.tasks.sample import sample_images
+
+    stem = path.stem
+    warnings: list[str] = []
+    yaw_deg = pitch_deg = None
+    if faces is not None:
+        try:
+            aligned = faces.align_face(path, size=512)
+        except ImportError as error:
+            raise InputError(f"Photo alignment is not available ({error}); pass aligned crops with --aligned.") from None
+        image, camera = aligned.image, aligned.camera
+        yaw_deg, pitch_deg = float(aligned.yaw_deg), float(aligned.pitch_deg)
+        warnings.extend(aligned.warnings)
+    else:
+        image = _aligned_image(path)
+        camera = _aligned_camera(args, model, path, count)
+    w_steps, pti_steps, preset = (0, 0, "fast") if args.pti == "none" else (args.w_steps, args.pti_steps, args.pti)
+    result = invert_task.invert(
+        model, image, camera, encoder=encoder, preset=preset, w_steps=w_steps, pti_steps=pti_steps,
+        space=args.space, time_budget_s=args.time_budget, progress=progress,
+        rng=torch.Generator(device=model.device).manual_seed(args.seed),
+    )
+    written = [
+        media.save_png(out / f"{stem}_aligned.png", image),
+        media.save_npy(out / f"{stem}_camera.npy", result.camera),
+        media.save_npy(out / f"{stem}_ws.npy", result.ws),
+    ]
+    tuned = model
+    if result.weight_delta:  # float16 halves the file; a PTI delta needs no more (see InversionResult.save)
+        written.append(result.save(out / f"{stem}_tuned.safetensors", dtype=torch.float16))
+        written.append(out / f"{stem}_tuned.json")
+        tuned = result.apply_to(model, check=False)
+    render = sample_images(tuned, ws=result.ws, camera=Camera.from_label(result.camera).to(model.device))
+    written.append(media.save_png(out / f"{stem}_render.png", media.image_to_uint8(render.images[0])))
+    if args.mesh:
+        from demo.tasks.mesh import export_mesh, extract_mesh
+
+        written.append(export_mesh(extract_mesh(tuned, result.ws, resolution=args.mesh_res), out / f"{stem}.glb"))
+    if args.video:
+        from demo.tasks import video
+
+        written.append(video.render_video(tuned, result.ws, video.official_orbit(args.frames), out / f"{stem}_orbit.mp4").path)
+    for warning in warnings:
+        print(f"warning: {path.name}: {warning}", file=sys.stderr)
+    print(
+        f"{path.name}: PSNR {result.psnr_start:.2f} -> {result.psnr_projected:.2f} (projection) -> "
+        f"{result.psnr_tuned:.2f} dB (tuned), {result.seconds:.1f} s; wrote {len(written)} files"
+    )
+    return {
+        "input": str(path), "aligned": bool(args.aligned), "yaw_deg": yaw_deg, "pitch_deg": pitch_deg,
+        "warnings": warnings, "psnr_start": result.psnr_start, "psnr_projected": result.psnr_projected,
+        "psnr_tuned": result.psnr_tuned, "stopped": result.stopped, "seconds": round(result.seconds, 3),
+        "settings": result.settings, "files": [Path(p).name for p in written],
+    }
+
+
+def _cmd_invert(args: argparse.Namespace) -> int:
+    from demo import media
+    from demo.tasks import invert as invert_task
+    from demo.tasks.train_encoder import find_encoder, load_encoder
+
+    files = _invert_inputs(args.inputs)
+    if not args.aligned and (args.camera is not None or args.yaw_deg is not None or args.pitch_deg is not None):
+        raise InputError("--camera, --yaw-deg and --pitch-deg are for --aligned crops; photos get their camera from the face.")
+    if args.pti != "none":
+        invert_task.resolve_preset(args.pti, w_steps=args.w_steps, pti_steps=args.pti_steps)  # fail before loading
+    if args.frames < 1:
+        raise InputError("--frames must be at least 1.")
+    faces = None
+    if not args.aligned:
+        try:
+            from demo.tasks import faces
+        except ImportError as error:
+            raise InputError(
+                f"Photo alignment is not available ({error}). Install the face landmark dependencies "
+                "(pip install -r requirements.txt), or pass already aligned crops with --aligned."
+            ) from None
+    out = media.check_writable_dir(args.outdir)
+    model = _load_model(args)
+    encoder_path = None if args.encoder == "none" else Path(args.encoder) if args.encoder else find_encoder(str(args.model))
+    encoder = load_encoder(encoder_path, device=model.device, model=model) if encoder_path is not None else None
+    if encoder is None and args.pti == "none":
+        raise InputError("--pti none needs an encoder (--encoder PATH); without one the result would be the average face.")
+    print(f"encoder: {encoder_path if encoder is not None else 'none (starting from w_avg)'}", file=sys.stderr)
+    records, skipped = [], []
+    with _progress_bar() as progress:
+        for index, path in enumerate(files):
+            try:
+                record = _invert_one(
+                    args, model, encoder, faces, path, len(files), out, _item_progress(progress, index, len(files), path.stem)
+                )
+            except InputError as error:
+                if len(files) == 1:
+                    raise
+                print(f"skipped {path.name}: {error}", file=sys.stderr)  # one bad photo does not stop a folder
+                skipped.append({"input": str(path), "error": str(error)})
+                continue
+            records.append({**record, "encoder": str(encoder_path) if encoder is not None else None})
+    media.save_json(out / "invert.json", {
+        "model": str(args.model), "inputs": records, "skipped": skipped, "camera": "EG3D label, shape (25,)",
+        "ws_shape": [1, model.num_ws, model.w_dim],
+    })
+    print(f"wrote {out / 'invert.json'}" + (f"; skipped {len(skipped)} of {len(files)} inputs" if skipped else ""))
+    if not records:
+        raise InputError(f"None of the {len(files)} inputs could be inverted (see the messages above).")
+    return 0
+
+
+# --- train-encoder --------------------------------------------------------------------------------
+
+
+def _range_arg(value: str) -> tuple[float, float]:
+    try:
+        low, high = (float(part) for part in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two comma-separated numbers such as 0.5,1.0, got {value!r}") from None
+    return low, high
+
+
+def _add_train_encoder(parser: argparse.ArgumentParser) -> None:
+    _add_model_options(parser)
+    parser.add_argument("--steps", type=int, required=True, help="total training steps to reach (a rerun resumes)")
+    parser.add_argument("--batch", type=int, default=8, help="samples per step and process (default 8)")
+    parser.add_argument("--kind", choices=_ENCODER_KINDS, default="conv", help="encoder architecture (default conv)")
+    parser.add_argument("--image-size", type=int, default=None, help="encoder input size (default 256; the model's for tiny models)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate after warm-up (default 1e-4)")
+    parser.add_argument("--warmup", type=int, default=500, help="warm-up steps (default 500)")
+    parser.add_argument("--views", default="mix", help="view preset of the training renders: mix, frontal, uniform (default mix)")
+    parser.add_argument("--pitch-jitter", type=float, default=10.0, help="extra pitch, uniform in +- this many degrees (default 10)")
+    parser.add_argument("--trunc-range", type=_range_arg, default=(0.5, 1.0), help="truncation psi range per sample (default 0.5,1.0)")
+    parser.add_argument("--image-weight", type=float, default=1.0, help="weight of the image loss through the generator (0 = off)")
+    parser.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the training samples (default 0)")
+    parser.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
+    parser.add_argument("--eval", type=int, default=0, metavar="N", help="compare with baselines on N held-out renders at the end")
+    parser.add_argument("--out", "--outdir", dest="out", type=Path, default=None,
+                        help="checkpoint folder (default checkpoints/<ID>/ for registry ids)")
+
+
+def _cmd_train_encoder(args: argparse.Namespace) -> int:
+    from demo.networks.encoder import EncoderConfig
+    from demo.tasks import dataset
+    from demo.tasks import train_encoder as training
+    from demo.weights.store import TINY_IDS
+
+    training.check_options(
+        steps=args.steps, batch_size=args.batch, lr=args.lr, views=args.views, truncation_range=args.trunc_range,
+        pitch_jitter_deg=args.pitch_jitter, checkpoint_every=args.checkpoint_every,
+    )
+    out = args.out
+    if out is None:
+        known = {entry.id for entry in registry.list_entries()}
+        if args.model in known:
+            out = registry.converted_dir(args.model)
+        elif Path(args.model).is_dir():
+            out = Path(args.model)
+        else:
+            raise InputError("--out is needed for this model (only registry ids and converted folders have a default).")
+    torchrun = dataset.torchrun_env()
+    world = torchrun[1] if torchrun is not None else 1
+    if torchrun is not None and args.device in ("auto", "cuda"):  # one GPU per local rank
+        import torch
+
+        args.device = f"cuda:{torchrun[2]}" if args.device == "cuda" or torch.cuda.is_available() else "cpu"
+    model = _load_model(args)
+    try:
+        if args.model in TINY_IDS:
+            config = EncoderConfig.tiny(args.kind, num_ws=model.num_ws, w_dim=model.w_dim, image_size=args.image_size or model.img_resolution)
+        else:
+            config = EncoderConfig.for_generator(model.num_ws, model.w_dim, args.kind, image_size=args.image_size or 256)
+    except ValueError as error:
+        raise InputError(f"--image-size {args.image_size} does not suit the {args.kind} encoder ({error}).") from None
+    with dataset.process_group(world, model.device), _progress_bar() as progress:
+        result = training.train_encoder(
+            model, config, steps=args.steps, batch_size=args.batch, lr=args.lr, warmup_steps=args.warmup,
+            views=args.views, pitch_jitter_deg=args.pitch_jitter, truncation_range=args.trunc_range,
+            image_weight=args.image_weight, out_dir=out, resume=not args.no_resume,
+            checkpoint_every=args.checkpoint_every, seed=args.seed,
+            progress=progress if torchrun is None or torchrun[0] == 0 else None,  # one bar, rank 0's
+        )
+    if result.rank != 0:
+        return 0
+    done = result.step - result.start_step
+    resumed = f" (resumed at step {result.start_step})" if result.start_step else ""
+    last = f"; last loss {result.losses[-1]:.4f}" if result.losses else ""
+    print(f"trained {done} steps to step {result.step}{resumed} in {result.seconds:.1f} s{last}; encoder in {result.checkpoint}")
+    if args.eval > 0:
+        evaluation = training.evaluate_encoder(result.encoder, model, num=args.eval, views=args.views,
+                                               pitch_jitter_deg=args.pitch_jitter, truncation_range=args.trunc_range)
+        print(
+            f"held-out ({evaluation.num}): latent L1 {evaluation.latent_l1:.4f} (w_avg {evaluation.latent_l1_w_avg:.4f}), "
+            f"PSNR {evaluation.psnr:.2f} dB (w_avg {evaluation.psnr_w_avg:.2f})"
+            + (f", yaw error {evaluation.yaw_error_deg:.1f} deg (constant {evaluation.yaw_error_constant_deg:.1f})"
+               if evaluation.yaw_error_deg is not None else "")
+        )
+    return 0
+
+
 # --- registration ---------------------------------------------------------------------------------
 
 COMMANDS: tuple[Command, ...] = (
@@ -610,6 +899,25 @@ COMMANDS: tuple[Command, ...] = (
         "Fill a folder with NUM samples (sample i = seed start-seed + i) in a documented layout, with per-sample JSON "
         "annotations, an index.jsonl and EG3D training labels (images/dataset.json). Rerun to resume; shard with "
         "--shard R/W or torchrun. Layout and units: see demo/tasks/dataset.py.",
+    ),
+    Command(
+        "invert",
+        "photo -> aligned crop, camera, latents, tuned weights (PTI), optional mesh/video",
+        _add_invert,
+        _cmd_invert,
+        "Align each photo (face detection, FFHQ crop, head pose -> camera) or take --aligned crops, start from the "
+        "encoder's prediction (or w_avg), project into W/W+ and tune the generator (PTI). Writes per photo "
+        "<stem>_aligned.png, _camera.npy, _ws.npy, _tuned.safetensors/.json (weight delta), _render.png and optional "
+        ".glb / _orbit.mp4, plus invert.json.",
+    ),
+    Command(
+        "train-encoder",
+        "train the image -> latent + camera encoder on renders made on the fly",
+        _add_train_encoder,
+        _cmd_train_encoder,
+        "Train an encoder (conv or ViT) on random identities and views rendered by the generator as it goes; "
+        "checkpoints encoder.safetensors + encoder.json (+ optimizer state) in --out every N steps; rerun to resume; "
+        "torchrun for several GPUs. See demo/tasks/train_encoder.py.",
     ),
     Command(
         "models",

@@ -1,0 +1,146 @@
+"""Speed of inversion on the current device, full-size FFHQ-512 config (random weights).
+
+Measures, each as the median of ``--repeats`` timed runs after ``--warmup`` untimed ones:
+
+- projection step: render (512², neural rendering 128 unless ``--resolution``), MSE + MS-SSIM loss,
+  backward into ws only, Adam step -- stage 1 of ``demo.tasks.invert.invert``;
+- PTI step: the same with gradients for every generator parameter and Adam over all of them --
+  stage 2;
+- encoder latency: one crop through the default conv and ViT encoders (256² input), batch 1, in
+  inference mode (and batch 8 with ``--batch8``).
+
+It then prints what the presets would take: ``w_steps * projection + pti_steps * PTI`` plus the fixed
+costs measured once (w_avg from 10k z, the three PSNR renders, the weight fingerprint).
+
+Usage: ``python benchmarks/bench_invert.py [--device cuda] [--repeats 3] [--resolution 128]``.
+
+No GPU was available when this was written. CPU runs (2 cores, torch 2.13): render 9.6 s (12.9 s
+in a first run), projection step 26.0 s, PTI step 26.6 s, encoders (512² crop, batch 1) 306 ms conv /
+148 ms ViT, w_avg 0.6 s, fingerprint 0.4 s. So an optimisation step costs about 2.7 renders. The
+``fast`` preset (100 + 100 steps) was sized from that ratio: EG3D's plain-PyTorch forward pass runs
+at 33-40 ms on an RTX 3090 (25-30 per second, ``../shared/docs/field.md``), giving ~100 ms per step
+and ~20 s for 200 steps, which leaves a 60 s ZeroGPU slot (an H200 slice, not slower) room for the
+model transfer, the encoder and a preview render. Run this script on the GPU to replace the estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import device_label, full_size_model, sync  # noqa: E402
+
+from demo.devices import pick_device  # noqa: E402
+from demo.networks.encoder import EncoderConfig, ImageEncoder  # noqa: E402
+from demo.tasks.dataset import model_fingerprint  # noqa: E402
+from demo.tasks.invert import PRESETS, estimate_w_avg, image_loss  # noqa: E402
+from demo.tasks.sample import view_camera  # noqa: E402
+
+
+def _timed(fn, device: torch.device, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 1 on CUDA, 0 on CPU)")
+    parser.add_argument("--resolution", type=int, default=None, help="neural rendering resolution while optimising (default 128)")
+    parser.add_argument("--batch8", action="store_true", help="also time the encoders on a batch of 8")
+    parser.add_argument("--skip-pti", action="store_true", help="time only projection and the encoders")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    warmup = args.warmup if args.warmup is not None else (1 if device.type == "cuda" else 0)
+    model = full_size_model(device)
+    label = view_camera(model, yaw_deg=15.0).to_label().to(device)
+    target = torch.rand(1, 3, 512, 512, device=device) * 2 - 1
+    rng = torch.Generator(device=device).manual_seed(0)
+    rows: list[tuple[str, float, str]] = []
+
+    start = time.perf_counter()
+    w_avg, _ = estimate_w_avg(model)
+    sync(device)
+    fixed = time.perf_counter() - start
+    start = time.perf_counter()
+    model_fingerprint(model)
+    fixed_fingerprint = time.perf_counter() - start
+    ws_start = w_avg.to(device).expand(1, model.num_ws, -1)
+
+    with torch.inference_mode():
+        render = _timed(lambda: model.synthesis(ws_start, label, rng=rng), device, args.repeats, warmup)
+    rows.append(("render 512² (inference)", render, f"{1 / render:.2f} /s"))
+
+    w_opt = ws_start[:, :1].clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([w_opt], lr=0.01)
+
+    def projection_step() -> None:
+        image = model.synthesis(w_opt.expand(-1, model.num_ws, -1), label, args.resolution, rng=rng)["image"]
+        loss = image_loss(image, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    projection = _timed(projection_step, device, args.repeats, warmup)
+    rows.append(("projection step (W)", projection, f"{1 / projection:.2f} steps/s"))
+
+    pti = None
+    if not args.skip_pti:
+        tuned = copy.deepcopy(model).requires_grad_(True)
+        pti_optimizer = torch.optim.Adam(tuned.parameters(), lr=3e-4)
+        pivot = ws_start.detach()
+
+        def pti_step() -> None:
+            image = tuned.synthesis(pivot, label, args.resolution, rng=rng)["image"]
+            loss = image_loss(image, target)
+            pti_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            pti_optimizer.step()
+
+        pti = _timed(pti_step, device, args.repeats, warmup)
+        rows.append(("PTI step (all generator weights)", pti, f"{1 / pti:.2f} steps/s"))
+        del tuned, pti_optimizer
+
+    for kind in ("conv", "vit"):
+        encoder = ImageEncoder(EncoderConfig.for_generator(model.num_ws, model.w_dim, kind)).eval().to(device)
+        params = sum(p.numel() for p in encoder.parameters()) / 1e6
+        for batch in (1, 8) if args.batch8 else (1,):
+            crops = torch.rand(batch, 3, 512, 512, device=device) * 2 - 1
+            with torch.inference_mode():
+                latency = _timed(lambda e=encoder, c=crops: e(c), device, max(args.repeats, 3), max(warmup, 1))
+            rows.append((f"encoder {kind} ({params:.1f} M params), batch {batch}", latency, f"{1000 * latency:.1f} ms"))
+
+    name = device_label(device)
+    resolution = args.resolution or model.neural_rendering_resolution
+    print(f"device: {name}; torch {torch.__version__}; full-size FFHQ-512 config, random weights; "
+          f"neural rendering {resolution} while optimising; median of {args.repeats} after {warmup} warm-up")
+    print(f"{'what':<48} {'seconds':>10} {'rate':>16}")
+    for what, seconds, rate in rows:
+        print(f"{what:<48} {seconds:10.3f} {rate:>16}")
+    print(f"fixed costs: w_avg from 10k z {fixed:.2f} s, weight fingerprint {fixed_fingerprint:.2f} s, "
+          f"3 PSNR renders {3 * render:.2f} s")
+    if pti is not None:
+        for preset, settings in PRESETS.items():
+            total = settings.w_steps * projection + settings.pti_steps * pti + fixed + fixed_fingerprint + 3 * render
+            print(f"preset {preset:<9} {settings.w_steps:>4} + {settings.pti_steps:>4} steps: about {total:8.1f} s on this device")
+
+
+if __name__ == "__main__":
+    main()
