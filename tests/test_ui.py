@@ -324,3 +324,13 @@ def test_a_converted_checkpoint_is_preloaded_and_used(empty_checkpoints, monkeyp
     assert models.default_id == "eg3d-ffhq512-128" and models.notice == ""
     assert "eg3d-ffhq512-128" in models._models
     assert models.status("eg3d-ffhq512-128") == "**eg3d-ffhq512-128** is loaded."
+
+
+def test_tiny_panohead_is_offered_and_renders_the_back_of_the_head(tiny_models, tmp_path):
+    from demo.weights.store import TINY_PANOHEAD_ID
+
+    assert TINY_PANOHEAD_ID in tiny_models.model_ids
+    image, _, mesh, _ = generate.generate(tiny_models, TINY_PANOHEAD_ID, 3, 0.7, 150.0, 0.0, 64, out_dir=tmp_path)
+    assert Path(image).is_file() and Path(mesh).is_file()
+    with pytest.raises(gr.Error, match="front of the head"):
+        generate.generate(tiny_models, TINY_ID, 3, 0.7, 150.0, 0.0, 64, out_dir=tmp_path / "eg3d")

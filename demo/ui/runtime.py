@@ -45,7 +45,7 @@ from demo.progress import ProgressFn
 from demo.tasks.interpolate import load_keyframes
 from demo.tasks.sample import parse_seeds, ws_from_seeds
 from demo.weights import registry
-from demo.weights.store import TINY_ID, WEIGHTS_FILE, load_generator
+from demo.weights.store import TINY_ID, TINY_IDS, TINY_PANOHEAD_ID, WEIGHTS_FILE, load_generator
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class ModelProvider:
         download: bool = True,
     ) -> None:
         ids = list(model_ids) if model_ids is not None else [entry.id for entry in registry.list_entries()]
-        self.model_ids: list[str] = list(dict.fromkeys([*ids, TINY_ID]))
+        self.model_ids: list[str] = list(dict.fromkeys([*ids, TINY_ID, TINY_PANOHEAD_ID]))
         if default_id not in self.model_ids:
             raise ValueError(f"default_id {default_id!r} is not among the offered models {self.model_ids}")
         self.default_id = default_id
@@ -155,11 +155,11 @@ class ModelProvider:
         return [(self.label(model_id), model_id) for model_id in self.model_ids]
 
     def label(self, model_id: str) -> str:
-        return f"tiny ({PREVIEW_LABEL})" if model_id == TINY_ID else model_id
+        return f"{model_id} ({PREVIEW_LABEL})" if model_id in TINY_IDS else model_id
 
     def is_local(self, model_id: str) -> bool:
         """Loaded, converted or downloaded: usable without the network."""
-        if model_id == TINY_ID or model_id in self._models:
+        if model_id in TINY_IDS or model_id in self._models:
             return True
         return (registry.converted_dir(model_id) / WEIGHTS_FILE).is_file() or registry.original_path(model_id).is_file()
 
@@ -196,8 +196,8 @@ class ModelProvider:
 
     def status(self, model_id: str) -> str:
         """Markdown line about ``model_id``: preview warning, ready, or what first use will do."""
-        if model_id == TINY_ID:
-            return f"**tiny**: {PREVIEW_LABEL}. Use it to try the interface; pick an EG3D model for faces."
+        if model_id in TINY_IDS:
+            return f"**{model_id}**: {PREVIEW_LABEL}. Use it to try the interface; pick an EG3D or PanoHead model for faces."
         if model_id in self._models:
             return f"**{model_id}** is loaded."
         return self.availability_notice(model_id)
