@@ -16,9 +16,7 @@ Report ratios from one run; absolute times only from a GPU.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import device_label, full_size_model, sync  # noqa: E402
+from _common import device_label, full_size_model, timed  # noqa: E402
 
 from demo.devices import pick_device  # noqa: E402
 from demo.render.grid import grid_points  # noqa: E402
@@ -36,17 +34,6 @@ from demo.tasks.sample import default_conditioning, view_camera  # noqa: E402
 CHUNK = 1_000_000
 
 
-
-def _timed(fn, device, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _mesh_ours(model, z, cond, resolution):
@@ -82,11 +69,11 @@ def main() -> None:
     camera = view_camera(model, yaw_deg=20.0)
     rows = []
     with torch.inference_mode():
-        seconds = _timed(lambda: model(z, camera, truncation_psi=0.7, rng=torch.Generator().manual_seed(0)), device, args.repeats)
+        seconds = timed(lambda: model(z, camera, truncation_psi=0.7, rng=torch.Generator().manual_seed(0)), device, args.repeats)
         rows.append(("image 512² (mapping + synthesis), batch 1", seconds, None, None))
         for resolution in (int(r) for r in args.resolutions.split(",")):
-            ours = _timed(lambda: _mesh_ours(model, z, cond, resolution), device, args.repeats)
-            chunked = _timed(lambda: _mesh_per_chunk(model, z, cond, resolution), device, args.repeats)
+            ours = timed(lambda: _mesh_ours(model, z, cond, resolution), device, args.repeats)
+            chunked = timed(lambda: _mesh_per_chunk(model, z, cond, resolution), device, args.repeats)
             rows.append((f"coloured mesh {resolution}³", ours, chunked, chunked / ours))
     name = device_label(device)
     print(f"device: {name}; torch {torch.__version__}; full-size FFHQ-512 config, random weights; median of {args.repeats}")

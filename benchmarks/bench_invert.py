@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,26 +35,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import device_label, full_size_model, sync  # noqa: E402
+from _common import device_label, full_size_model, sync, timed  # noqa: E402
 
 from demo.devices import pick_device  # noqa: E402
 from demo.networks.encoder import EncoderConfig, ImageEncoder  # noqa: E402
 from demo.tasks.dataset import model_fingerprint  # noqa: E402
 from demo.tasks.invert import PRESETS, estimate_w_avg, image_loss  # noqa: E402
 from demo.tasks.sample import view_camera  # noqa: E402
-
-
-def _timed(fn, device: torch.device, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -85,7 +71,7 @@ def main() -> None:
     ws_start = w_avg.to(device).expand(1, model.num_ws, -1)
 
     with torch.inference_mode():
-        render = _timed(lambda: model.synthesis(ws_start, label, rng=rng), device, args.repeats, warmup)
+        render = timed(lambda: model.synthesis(ws_start, label, rng=rng), device, args.repeats, warmup)
     rows.append(("render 512² (inference)", render, f"{1 / render:.2f} /s"))
 
     w_opt = ws_start[:, :1].clone().requires_grad_(True)
@@ -98,7 +84,7 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    projection = _timed(projection_step, device, args.repeats, warmup)
+    projection = timed(projection_step, device, args.repeats, warmup)
     rows.append(("projection step (W)", projection, f"{1 / projection:.2f} steps/s"))
 
     pti = None
@@ -114,7 +100,7 @@ def main() -> None:
             loss.backward()
             pti_optimizer.step()
 
-        pti = _timed(pti_step, device, args.repeats, warmup)
+        pti = timed(pti_step, device, args.repeats, warmup)
         rows.append(("PTI step (all generator weights)", pti, f"{1 / pti:.2f} steps/s"))
         del tuned, pti_optimizer
 
@@ -124,7 +110,7 @@ def main() -> None:
         for batch in (1, 8) if args.batch8 else (1,):
             crops = torch.rand(batch, 3, 512, 512, device=device) * 2 - 1
             with torch.inference_mode():
-                latency = _timed(lambda e=encoder, c=crops: e(c), device, max(args.repeats, 3), max(warmup, 1))
+                latency = timed(lambda e=encoder, c=crops: e(c), device, max(args.repeats, 3), max(warmup, 1))
             rows.append((f"encoder {kind} ({params:.1f} M params), batch {batch}", latency, f"{1000 * latency:.1f} ms"))
 
     name = device_label(device)

@@ -277,10 +277,9 @@ def _add_latent_options(parser: argparse.ArgumentParser, *, ws_nargs: str | None
 def _latents(args: argparse.Namespace, model) -> list[tuple[str, Any]]:
     """(name, ws (1, num_ws, w_dim) numpy) per identity from --seeds / --z / --ws."""
     import numpy as np
-    import torch
 
     from demo import media
-    from demo.tasks.sample import default_conditioning, parse_seeds, z_from_seed
+    from demo.tasks.sample import parse_seeds, ws_from_z, z_from_seed
 
     if args.ws is not None:
         named = []
@@ -301,13 +300,7 @@ def _latents(args: argparse.Namespace, model) -> list[tuple[str, Any]]:
         items = [(media.output_stem(None, index=i), z_all[i : i + 1]) for i in range(len(z_all))]
     else:
         items = [(media.output_stem(seed), z_from_seed(seed, model.z_dim)) for seed in parse_seeds(args.seeds)]
-    cond = default_conditioning(model)
-    with torch.inference_mode():
-        return [
-            (name, model.mapping(torch.from_numpy(z).to(model.device), cond, truncation_psi=args.trunc,
-                                 truncation_cutoff=args.trunc_cutoff).cpu().numpy())
-            for name, z in items
-        ]
+    return [(name, ws_from_z(model, z, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff)) for name, z in items]
 
 
 def _add_generate(parser: argparse.ArgumentParser) -> None:
