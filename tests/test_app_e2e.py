@@ -33,7 +33,7 @@ from demo.ui import build_demo, runtime
 from demo.ui.runtime import ModelProvider
 from demo.weights.store import TINY_ID
 
-NAMED_ENDPOINTS = {"/generate", "/random_seed", "/rotate", "/interpolate"}
+NAMED_ENDPOINTS = {"/generate", "/random_seed", "/rotate", "/interpolate", "/align_photo", "/photo_to_3d"}
 GENERATE = {"model_id": TINY_ID, "truncation": 0.7, "yaw_deg": 15.0, "pitch_deg": -5.0, "mesh_resolution": 64}
 SESSION_END_TIMEOUT_S = 30.0
 

@@ -27,7 +27,7 @@ from demo.weights.store import TINY_ID, build_tiny_generator, save_generator
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-NAMED_ENDPOINTS = {"/generate", "/random_seed", "/rotate", "/interpolate"}
+NAMED_ENDPOINTS = {"/generate", "/random_seed", "/rotate", "/interpolate", "/align_photo", "/photo_to_3d"}
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +77,11 @@ def test_build_demo_builds_around_the_tiny_model(tiny_models, tmp_path):
     public = {"/" + dep["api_name"] for dep in config["dependencies"] if dep.get("api_visibility") == "public"}
     assert public == {name for name in NAMED_ENDPOINTS}
     labels = [block.label for block in demo.blocks.values() if isinstance(block, gr.Tab)]
-    assert labels == ["Generate", "Rotate", "Interpolate", "About"]
+    assert labels == ["Generate", "Photo → 3D", "Rotate", "Interpolate", "About"]
     menu = next(block for block in demo.blocks.values() if isinstance(block, gr.Dropdown))
     assert menu.value == TINY_ID and PREVIEW_LABEL in menu.choices[0][0]
     # Rendering events share one concurrency group; the queue is bounded.
-    renders = [fn for fn in demo.fns.values() if fn.api_name in ("generate", "rotate", "interpolate")]
+    renders = [fn for fn in demo.fns.values() if fn.api_name in ("generate", "rotate", "interpolate", "photo_to_3d")]
     assert {fn.concurrency_id for fn in renders} == {"gpu"}
     assert demo._queue.max_size == 32
 
@@ -334,3 +334,20 @@ def test_tiny_panohead_is_offered_and_renders_the_back_of_the_head(tiny_models, 
     assert Path(image).is_file() and Path(mesh).is_file()
     with pytest.raises(gr.Error, match="front of the head"):
         generate.generate(tiny_models, TINY_ID, 3, 0.7, 150.0, 0.0, 64, out_dir=tmp_path / "eg3d")
+
+
+def test_photo_tab_aligns_then_reconstructs(tiny_models, tmp_path):
+    pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) is needed for face alignment")
+    from skimage import data
+
+    from demo.ui.tabs import photo
+
+    upload = media.save_png(tmp_path / "upload" / "astronaut.png", data.astronaut())
+    crop, pose = photo.align(str(upload))
+    assert media.load_png(crop).shape == (512, 512, 3) and "yaw" in pose
+    image, depth, mesh, files = photo.reconstruct(tiny_models, TINY_ID, str(upload), "fast", out_dir=tmp_path / "out", steps=2)
+    assert media.load_png(image).shape == (32, 32, 3) and Path(depth).is_file() and Path(mesh).suffix == ".glb"
+    assert any(name.endswith("_ws.npy") for name in files) and any(name.endswith("photo_aligned.png") for name in files)
+    coffee = media.save_png(tmp_path / "upload" / "coffee.png", data.coffee())
+    with pytest.raises(gr.Error, match="No face"):
+        photo.align(str(coffee))

@@ -12,10 +12,9 @@ import gradio as gr
 
 from demo.ui import runtime, text
 from demo.ui.runtime import ModelProvider
-from demo.ui.tabs import about, generate, interpolate, video
+from demo.ui.tabs import about, generate, interpolate, photo, video
 
-# The photo -> 3D tab (tabs/photo.py, from the photo issue) goes right after `generate`.
-TABS = [generate, video, interpolate, about]
+TABS = [generate, photo, video, interpolate, about]
 
 QUEUE_MAX_SIZE = 32
 """Requests waiting in the queue before new ones are turned away ("the queue is full")."""
