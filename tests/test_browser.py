@@ -94,3 +94,28 @@ def test_generate_shows_the_mesh_and_the_video_plays(app, chromium_browser, arti
 
     page.close()
     assert wait_until(lambda: app.sessions.sessions() == []), "closing the page did not remove its session folder"
+
+
+def test_photo_tab_reconstructs_an_uploaded_face(app, chromium_browser, artifacts, tmp_path):
+    pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) is needed for face alignment")
+    from skimage import data
+
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    page = chromium_browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app.url, wait_until="load")
+    page.get_by_role("tab", name="Photo → 3D").click()
+    page.set_input_files("#photo-input input[type=file]", str(photo))
+    page.wait_for_selector("#photo-input img")
+    page.get_by_label("none").check()
+    page.click("#photo-btn")
+    page.wait_for_selector("#photo-crop img")  # the aligned crop is shown before the slow step
+    page.wait_for_selector("#photo-image img")
+    canvas = page.locator("#photo-mesh canvas")
+    canvas.wait_for(state="visible")
+    page.wait_for_timeout(2500)
+    shot = _pixels(canvas.screenshot(path=str(artifacts / "photo_mesh_canvas.png")))
+    assert shot.std() > 5, f"the photo tab's Model3D canvas looks blank (std {shot.std():.1f})"
+    page.screenshot(path=str(artifacts / "app_photo.png"), full_page=True)
+    page.close()
