@@ -15,7 +15,7 @@ from demo.ui import runtime
 
 TITLE = "Photo → 3D"
 PRESET_CHOICES = ("none", *PRESETS)
-"""'none' keeps the encoder's (or the average face's) answer; the others refine it with PTI."""
+"""'none' projects into W (from the encoder's answer when one is installed) without tuning the generator."""
 MESH_RESOLUTION = 128
 
 
@@ -75,7 +75,7 @@ def build(ctx: runtime.UIContext) -> None:
             photo = gr.Image(label="Photo (one face, roughly facing the camera)", type="filepath", height=280,
                              elem_id="photo-input")
             preset = gr.Radio(list(PRESET_CHOICES), value="fast", label="Refinement (PTI)",
-                              info="none: instant, from the encoder (or the average face); fast fits a 60 s GPU slot")
+                              info="none: projection only, no generator tuning; fast fits a 60 s GPU slot")
             run = gr.Button("Reconstruct in 3D", variant="primary", elem_id="photo-btn")
             crop = gr.Image(label="Aligned crop", interactive=False, height=200, elem_id="photo-crop")
             pose = gr.Markdown()
