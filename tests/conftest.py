@@ -65,3 +65,10 @@ def official_tiny_generator(official_tiny_pickle):
     from demo.weights.store import load_generator
 
     return load_generator(official_tiny_pickle)
+
+
+def max_abs_diff(actual, expected: np.ndarray) -> float:
+    """Max |actual - expected| in float64, after checking the shapes agree (parity tests)."""
+    actual = actual.detach().cpu().numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    return float(np.abs(actual.astype(np.float64) - expected.astype(np.float64)).max())

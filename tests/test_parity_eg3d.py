@@ -14,17 +14,13 @@ import torch
 
 from demo.cameras import Camera, camera_from_angles, conditioning_camera, fov_to_focal
 from demo.render.grid import grid_points, official_density_volume
+from tests.conftest import max_abs_diff
 
 pytestmark = pytest.mark.slow
 
 PSI = 0.7
 CUTOFF = 14
 
-
-def _max_abs(actual: torch.Tensor | np.ndarray, expected: np.ndarray) -> float:
-    actual = actual.detach().cpu().numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    return float(np.abs(actual.astype(np.float64) - expected.astype(np.float64)).max())
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +56,8 @@ def test_cameras_match_official_labels(eg3d_expected):
     focal = fov_to_focal(18.837)
     frontal = camera_from_angles(yaw=0.0, pitch=0.0, radius=2.7, pivot=(0, 0, 0.2), focal=focal)
     turned = camera_from_angles(yaw_deg=30.0, pitch_deg=-10.0, radius=2.7, pivot=(0, 0, 0.2), focal=focal)
-    assert _max_abs(Camera.cat([frontal, turned]).to_label(), eg3d_expected["c"]) <= 1e-6
-    assert _max_abs(conditioning_camera(focal=focal).to_label(), eg3d_expected["c_cond"]) <= 1e-6
+    assert max_abs_diff(Camera.cat([frontal, turned]).to_label(), eg3d_expected["c"]) <= 1e-6
+    assert max_abs_diff(conditioning_camera(focal=focal).to_label(), eg3d_expected["c_cond"]) <= 1e-6
 
 
 @pytest.mark.parametrize(
@@ -73,23 +69,23 @@ def test_mapping(G, z, c_cond, eg3d_expected, key, psi, camera):
     with torch.inference_mode():
         ws = G.mapping(z, c.expand(len(z), -1), truncation_psi=psi, truncation_cutoff=CUTOFF)
     assert ws.dtype == torch.float32
-    assert _max_abs(ws, eg3d_expected[key]) <= 1e-5
+    assert max_abs_diff(ws, eg3d_expected[key]) <= 1e-5
 
 
 def test_mapping_accepts_camera_objects(G, z, eg3d_expected):
     camera = conditioning_camera(focal=fov_to_focal(18.837))
     with torch.inference_mode():
         ws = G.mapping(z, camera, truncation_psi=PSI, truncation_cutoff=CUTOFF)
-    assert _max_abs(ws, eg3d_expected["ws_psi07"]) <= 1e-5
+    assert max_abs_diff(ws, eg3d_expected["ws_psi07"]) <= 1e-5
 
 
 def test_planes(G, eg3d_expected):
     ws = torch.from_numpy(eg3d_expected["ws_psi07"][:1])
     with torch.inference_mode():
         planes = G.planes(ws).reshape(96, 256, 256)
-    assert _max_abs(planes[:, ::8, ::8], eg3d_expected["planes_z0_sub8"]) <= 1e-4
-    assert _max_abs(planes.double().mean(dim=(1, 2)), eg3d_expected["planes_z0_channel_mean"]) <= 1e-5
-    assert _max_abs(planes.double().abs().mean(dim=(1, 2)), eg3d_expected["planes_z0_channel_absmean"]) <= 1e-5
+    assert max_abs_diff(planes[:, ::8, ::8], eg3d_expected["planes_z0_sub8"]) <= 1e-4
+    assert max_abs_diff(planes.double().mean(dim=(1, 2)), eg3d_expected["planes_z0_channel_mean"]) <= 1e-5
+    assert max_abs_diff(planes.double().abs().mean(dim=(1, 2)), eg3d_expected["planes_z0_channel_absmean"]) <= 1e-5
 
 
 def test_sample_sigma_and_rgb(G, z, c_cond, eg3d_expected):
@@ -97,8 +93,8 @@ def test_sample_sigma_and_rgb(G, z, c_cond, eg3d_expected):
     directions = torch.from_numpy(eg3d_expected["sample_directions"]).expand(len(z), -1, -1)
     with torch.inference_mode():
         out = G.sample(coordinates, directions, z, c_cond.expand(len(z), -1), truncation_psi=PSI, truncation_cutoff=CUTOFF)
-    assert _max_abs(out["sigma"], eg3d_expected["sample_sigma"]) <= 2e-4
-    assert _max_abs(out["rgb"], eg3d_expected["sample_rgb"]) <= 1e-5
+    assert max_abs_diff(out["sigma"], eg3d_expected["sample_sigma"]) <= 2e-4
+    assert max_abs_diff(out["rgb"], eg3d_expected["sample_rgb"]) <= 1e-5
 
 
 def test_sample_mixed_equals_sample(G, z, c_cond, eg3d_expected):
@@ -106,20 +102,20 @@ def test_sample_mixed_equals_sample(G, z, c_cond, eg3d_expected):
     with torch.inference_mode():
         ws = G.mapping(z[:1], c_cond, truncation_psi=PSI, truncation_cutoff=CUTOFF)
         mixed = G.sample_mixed(coordinates, None, ws)
-    assert _max_abs(mixed["sigma"], eg3d_expected["sample_sigma"][:1]) <= 2e-4
-    assert _max_abs(mixed["rgb"], eg3d_expected["sample_rgb"][:1]) <= 1e-5
+    assert max_abs_diff(mixed["sigma"], eg3d_expected["sample_sigma"][:1]) <= 2e-4
+    assert max_abs_diff(mixed["rgb"], eg3d_expected["sample_rgb"][:1]) <= 1e-5
 
 
 def test_shape_grid(G, z, c_cond, eg3d_expected):
     n, pad = int(eg3d_expected["grid_meta"][0]), int(eg3d_expected["grid_meta"][1])
     points = grid_points(n, G.config.render.box_warp, official_quirk=True)
-    assert _max_abs(points, eg3d_expected["grid_samples"]) <= 1e-6
+    assert max_abs_diff(points, eg3d_expected["grid_samples"]) <= 1e-6
     with torch.inference_mode():
         ws = G.mapping(z[:1], c_cond, truncation_psi=PSI, truncation_cutoff=CUTOFF)
         sigma = G.sample_mixed(points[None], None, ws)["sigma"].reshape(-1)
-    assert _max_abs(sigma, eg3d_expected["grid_sigma_raw"]) <= 2e-4
+    assert max_abs_diff(sigma, eg3d_expected["grid_sigma_raw"]) <= 2e-4
     volume = official_density_volume(sigma, n)
-    assert _max_abs(volume, eg3d_expected["grid_sigma_mrc"]) <= 2e-4
+    assert max_abs_diff(volume, eg3d_expected["grid_sigma_mrc"]) <= 2e-4
     assert (volume[:pad] == -1000).all() and (volume[:, :, -pad:] == -1000).all()
 
 
@@ -179,12 +175,12 @@ def test_random_draws_prefix(eg3d_expected):
     """The first draws of render (0, 0) are torch.rand on the CPU generator after manual_seed(100)."""
     torch.manual_seed(int(eg3d_expected["synthesis_seeds"][0, 0]))
     coarse = torch.rand(1, 128 * 128, 48, 1).reshape(-1)[:32]
-    assert _max_abs(coarse, eg3d_expected["rand_coarse_first32"]) == 0.0
+    assert max_abs_diff(coarse, eg3d_expected["rand_coarse_first32"]) == 0.0
 
 
 def test_video_keyframe_ws(G, z, eg3d_expected):
     camera = Camera.from_label(eg3d_expected["video_c_cond"])
-    assert _max_abs(conditioning_camera(focal=4.2647, official_pi=3.14).to_label(), eg3d_expected["video_c_cond"]) <= 1e-6
+    assert max_abs_diff(conditioning_camera(focal=4.2647, official_pi=3.14).to_label(), eg3d_expected["video_c_cond"]) <= 1e-6
     with torch.inference_mode():
         ws = G.mapping(z, camera, truncation_psi=PSI, truncation_cutoff=CUTOFF)
-    assert _max_abs(ws, eg3d_expected["video_ws_keyframes"]) <= 1e-5
+    assert max_abs_diff(ws, eg3d_expected["video_ws_keyframes"]) <= 1e-5

@@ -15,7 +15,7 @@ from demo.config import GeneratorConfig
 from demo.networks.panohead import PanoHeadGenerator, build_generator
 from demo.render.grid import grid_points
 from demo.tasks.mesh import official_mrc_volume
-from tests.conftest import REFERENCE_DIR
+from tests.conftest import REFERENCE_DIR, max_abs_diff
 
 pytestmark = pytest.mark.slow
 PANOHEAD = REFERENCE_DIR / "panohead"
@@ -40,11 +40,6 @@ def G():
 
     return load_generator(_require("tiny_panohead_structure.pkl"))
 
-
-def _max(actual, expected) -> float:
-    actual = actual.detach().cpu().numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    return float(np.abs(actual.astype(np.float64) - expected.astype(np.float64)).max())
 
 
 def _assert_image(actual: torch.Tensor, expected: np.ndarray, within: float, fraction: float, limit: float) -> None:
@@ -80,29 +75,29 @@ def test_loads_as_panohead(G, expected):
 def test_mapping(G, expected, key, psi):
     with torch.inference_mode():
         ws = G.mapping(torch.from_numpy(expected["z"]), torch.from_numpy(expected["c_cond_gen_samples"]), truncation_psi=psi, truncation_cutoff=14)
-    assert _max(ws, expected[key]) <= 1e-5
+    assert max_abs_diff(ws, expected[key]) <= 1e-5
     with torch.inference_mode():
         ws_none = G.mapping(torch.from_numpy(expected["z"]), torch.from_numpy(expected["c_cond_gen_samples"]), truncation_psi=0.7)
-    assert _max(ws_none, expected["ws_psi0p7_cutoff_none"]) <= 1e-5
+    assert max_abs_diff(ws_none, expected["ws_psi0p7_cutoff_none"]) <= 1e-5
 
 
 def test_camera_offset(G, expected):
     z, cond = torch.from_numpy(expected["z"]), torch.from_numpy(expected["c_cond_gen_samples"])
     with torch.inference_mode():
-        assert _max(G.camera_offset(z, cond), expected["delta_c_cond"]) <= 1e-5
-        assert _max(G.offset_camera(z, cond), expected["c_cond_plus_delta"]) <= 1e-5
+        assert max_abs_diff(G.camera_offset(z, cond), expected["delta_c_cond"]) <= 1e-5
+        assert max_abs_diff(G.offset_camera(z, cond), expected["c_cond_plus_delta"]) <= 1e-5
 
 
 def test_intermediates(G, expected, calls):
     with torch.inference_mode():
         ws = G.mapping(torch.from_numpy(expected["z"]), torch.from_numpy(expected["c_cond_gen_samples"]), truncation_psi=0.7, truncation_cutoff=14)
         background = G.background(ws)
-    assert _max(calls["A"]["planes"].reshape(3, 288, 256, 256)[:, :, ::32, ::32], expected["A_planes_subsampled"]) <= 1e-4
-    assert _max(background[:, :, ::4, ::4], expected["A_bcg_synthesis_out"]) <= 1e-4
+    assert max_abs_diff(calls["A"]["planes"].reshape(3, 288, 256, 256)[:, :, ::32, ::32], expected["A_planes_subsampled"]) <= 1e-4
+    assert max_abs_diff(background[:, :, ::4, ::4], expected["A_bcg_synthesis_out"]) <= 1e-4
     alpha = calls["A"]["image_alpha"].reshape(3, 1, -1).permute(0, 2, 1)
-    assert _max(alpha, expected["A_renderer_weights_sum"]) <= 1e-4
+    assert max_abs_diff(alpha, expected["A_renderer_weights_sum"]) <= 1e-4
     depth = calls["A"]["image_depth"].reshape(3, 1, -1).permute(0, 2, 1)
-    assert _max(depth, expected["A_renderer_depth_samples"]) <= 1e-4
+    assert max_abs_diff(depth, expected["A_renderer_depth_samples"]) <= 1e-4
 
 
 def test_sample(G, expected):
@@ -110,8 +105,8 @@ def test_sample(G, expected):
     coordinates = torch.from_numpy(expected["sample_coordinates"]).expand(3, -1, -1)
     with torch.inference_mode():
         out = G.sample(coordinates, None, z, cond, truncation_psi=0.7, truncation_cutoff=14)
-    assert _max(out["sigma"], expected["sample_sigma"]) <= 5e-5
-    assert _max(out["rgb"], expected["sample_rgb"]) <= 5e-5
+    assert max_abs_diff(out["sigma"], expected["sample_sigma"]) <= 5e-5
+    assert max_abs_diff(out["rgb"], expected["sample_rgb"]) <= 5e-5
 
 
 @pytest.mark.parametrize("call", ["A", "B", "C"])
@@ -125,7 +120,7 @@ def test_synthesis_outputs(calls, expected, call):
 
 
 def test_shape_export(G, expected):
-    assert _max(grid_points(32, 1.0, official_quirk=True), expected["shape_grid_points"]) <= 1e-6
+    assert max_abs_diff(grid_points(32, 1.0, official_quirk=True), expected["shape_grid_points"]) <= 1e-6
     with torch.inference_mode():
         ws = G.mapping(torch.from_numpy(expected["z"][:1]), torch.from_numpy(expected["c_cond_gen_samples"]), truncation_psi=0.7, truncation_cutoff=14)
     assert np.abs(official_mrc_volume(G, ws, resolution=32) - expected["shape_sigma_mrc"]).max() <= 5e-5

@@ -519,6 +519,14 @@ def resolve_preset(
     )
 
 
+def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One optimiser step on ``loss``; returns its value."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
 @torch.inference_mode(False)
 @torch.enable_grad()
 def invert(
@@ -620,10 +628,7 @@ def invert(
             _render(model, ws, label, neural_rendering_resolution, rng), target,
             perceptual=perceptual, perceptual_weight=perceptual_weight,
         )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        w_losses.append(float(loss.detach()))
+        w_losses.append(_step(optimizer, loss))
         report(progress, (step + 1) / total_steps, f"projection {step + 1}/{settings.w_steps}: loss {w_losses[-1]:.4f}")
     pivot = w_opt.detach().expand(-1, model.num_ws, -1).contiguous()
     psnr_projected = psnr(_eval_render(model, pivot, label), target.cpu())
@@ -648,10 +653,7 @@ def invert(
                 _render(tuned, pivot, label, neural_rendering_resolution, rng), target,
                 perceptual=perceptual, perceptual_weight=perceptual_weight,
             )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach())
+            value = _step(optimizer, loss)
             pti_losses.append(value)
             smoothed = value if math.isinf(smoothed) else 0.9 * smoothed + 0.1 * value
             if smoothed < best * (1 - plateau_tolerance):
