@@ -80,16 +80,38 @@ class TriplaneDecoder(nn.Module):
         return self.net[1](hidden) @ weight + layer.bias[0] * layer.bias_gain
 
     def forward(self, plane_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """plane_features (B, 3, M, C) -> sigma (B, M, 1), rgb (B, M, 32)."""
+        """plane_features (B, 3, M, C) -> sigma (B, M, 1), rgb (B, M, 32), in the official order of operations."""
         x = plane_features.mean(1)
         batch, num_points, channels = x.shape
         x = self.net(x.reshape(batch * num_points, channels)).reshape(batch, num_points, -1)
-        rgb = x[..., 1:]
+        return x[..., 0:1], self._activate(x[..., 1:], inplace=False)
+
+    def decode_mean(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` from the plane average (B, M, C), as the fast renderer gathers it.
+
+        The same layers with fewer passes over memory: biases added in place after each matrix
+        product (``addmm`` broadcasts the bias into a fresh array first), activations in place when
+        no gradient is recorded. Equal to ``forward`` up to float32 rounding.
+        """
+        batch, num_points, channels = x.shape
+        first, second = self.net[0], self.net[2]
+        hidden = x.reshape(-1, channels) @ (first.weight.to(x.dtype) * first.weight_gain).t()
+        hidden = self.net[1](hidden.add_(first.bias.to(x.dtype) * first.bias_gain))
+        out = hidden @ (second.weight.to(x.dtype) * second.weight_gain).t()
+        out = out.add_(second.bias.to(x.dtype) * second.bias_gain).view(batch, num_points, -1)
+        return out[..., 0:1], self._activate(out[..., 1:], inplace=not torch.is_grad_enabled())
+
+    def _activate(self, rgb: torch.Tensor, *, inplace: bool) -> torch.Tensor:
+        """The feature activation (sigmoid widened to [-0.001, 1.001], lrelu or none)."""
         if self.activation == "sigmoid":
-            rgb = torch.sigmoid(rgb) * (1 + 2 * 0.001) - 0.001
-        elif self.activation == "lrelu":
-            rgb = torch.nn.functional.leaky_relu(rgb, 0.2) * math.sqrt(2)
-        return x[..., 0:1], rgb
+            if inplace:
+                return rgb.sigmoid_().mul_(1 + 2 * 0.001).sub_(0.001)
+            return torch.sigmoid(rgb) * (1 + 2 * 0.001) - 0.001
+        if self.activation == "lrelu":
+            if inplace:
+                return torch.nn.functional.leaky_relu_(rgb, 0.2).mul_(math.sqrt(2))
+            return torch.nn.functional.leaky_relu(rgb, 0.2) * math.sqrt(2)
+        return rgb
 
 
 class TriplaneGenerator(nn.Module):
@@ -190,10 +212,13 @@ class TriplaneGenerator(nn.Module):
 
     # --- synthesis -----------------------------------------------------------------------------
 
-    def planes(self, ws: torch.Tensor, *, noise_mode: str = "const", rng: Rng = None) -> torch.Tensor:
-        """Backbone: ws -> tri-planes (B, 3, 32, R, R). Compute once per identity, render many views."""
+    def planes(self, ws: torch.Tensor, *, noise_mode: str = "const", rng: Rng = None, fast: bool = True) -> torch.Tensor:
+        """Backbone: ws -> tri-planes (B, 3, 32, R, R). Compute once per identity, render many views.
+
+        ``fast`` (default): the backbone's fast path; the planes then have channel-last strides.
+        """
         self._check_ws(ws)
-        planes = self.backbone.synthesis(ws.to(self.device), noise_mode=noise_mode, rng=rng)
+        planes = self.backbone.synthesis(ws.to(self.device), noise_mode=noise_mode, rng=rng, fast=fast)
         return planes.view(len(planes), 3, PLANE_CHANNELS, planes.shape[-2], planes.shape[-1])
 
     @property
@@ -224,6 +249,7 @@ class TriplaneGenerator(nn.Module):
         planes: torch.Tensor | None = None,
         return_extras: bool = False,
         per_sample_clamp: bool = False,
+        fast: bool = True,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
         """Render ws from the camera ``c``.
@@ -241,6 +267,10 @@ class TriplaneGenerator(nn.Module):
                 and ``planes``.
             per_sample_clamp: clamp each item's depth to its own ray samples instead of the whole
                 batch's (see :func:`demo.render.renderer.render_rays`); off = official.
+            fast: the fast path of backbone, renderer and super-resolution (default): the same
+                random draws and the same result up to float32 rounding. False runs the plain path,
+                which keeps the official code's order of operations (the reference for tests and
+                benchmarks).
         Returns:
             ``image`` (B, 3, H, W) roughly in [-1, 1] (not clamped), ``image_raw`` (B, 3, r, r) and
             ``image_depth`` (B, 1, r, r), the expected distance along each ray.
@@ -252,11 +282,11 @@ class TriplaneGenerator(nn.Module):
         camera = self._camera(c, len(ws))
         origins, directions = pixel_rays(camera.cam2world, camera.intrinsics, resolution)
         if planes is None:
-            planes = self.planes(ws, noise_mode=noise_mode, rng=rng)
+            planes = self.planes(ws, noise_mode=noise_mode, rng=rng, fast=fast)
         result = render_rays(
             planes, self.decoder, origins, directions, self.config.render,
             depth_samples=depth_samples, importance_samples=importance_samples, rng=rng,
-            per_sample_clamp=per_sample_clamp, **self._render_options(),
+            per_sample_clamp=per_sample_clamp, fast=fast, **self._render_options(),
         )
         batch = len(ws)
         feature_image = result.features.permute(0, 2, 1).reshape(batch, -1, resolution, resolution).contiguous()
@@ -265,7 +295,7 @@ class TriplaneGenerator(nn.Module):
         feature_image, rgb_image, family_outputs = self._images_from_features(
             feature_image, alpha_image, ws, noise_mode=noise_mode, rng=rng
         )
-        image = self.superresolution(rgb_image, feature_image, ws, rng=rng)
+        image = self.superresolution(rgb_image, feature_image, ws, rng=rng, fast=fast)
         out = {"image": image, "image_raw": rgb_image, "image_depth": depth_image, **family_outputs}
         if return_extras:
             out["feature_image"] = feature_image

@@ -60,6 +60,15 @@ def upsample_2x(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return fir_filter_2d(x, f, up=2, pad=((kh + 1) // 2, (kh - 2) // 2, (kh + 1) // 2, (kh - 2) // 2), gain=4.0)
 
 
+def upsample_2x_fast(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """:func:`upsample_2x` as one depthwise stride-2 transposed convolution (zero insertion, padding
+    and the filter in one op; the filter is symmetric, so no flip is needed). Channels-last."""
+    channels = x.shape[1]
+    weight = (f * 4).to(x.dtype)[None, None].repeat(channels, 1, 1, 1)
+    x = x.contiguous(memory_format=torch.channels_last)
+    return F.conv_transpose2d(x, weight, stride=2, padding=1, groups=channels)
+
+
 def bias_activation(
     x: torch.Tensor, bias: torch.Tensor | None, *, activation: str = "linear", gain: float = 1.0, clamp: float | None = None
 ) -> torch.Tensor:
@@ -120,6 +129,21 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
 
 
+def _modulate(weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool, half: bool) -> torch.Tensor:
+    """Per-sample weights (B, O, I, k, k): ``weight`` scaled by the styles, then demodulated."""
+    batch = styles.shape[0]
+    out_channels, in_channels, kh, kw = weight.shape
+    if half and demodulate:
+        # Keep fp16 in range; the scale cancels after demodulation.
+        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+    return w
+
+
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -143,14 +167,7 @@ def modulated_conv2d(
     """
     batch = x.shape[0]
     out_channels, in_channels, kh, kw = weight.shape
-    if x.dtype == torch.float16 and demodulate:
-        # Keep fp16 in range; the scale cancels after demodulation.
-        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-    w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
-    if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
-        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+    w = _modulate(weight, styles, demodulate=demodulate, half=x.dtype == torch.float16)
     x = x.reshape(1, -1, *x.shape[2:])
     w = w.to(x.dtype)
     if not up:
@@ -164,6 +181,45 @@ def modulated_conv2d(
         x = F.conv_transpose2d(x, w, stride=2, groups=batch)
         x = fir_filter_2d(x, resample_filter, pad=(1, 1, 1, 1), gain=4.0)
     return x.reshape(batch, -1, *x.shape[2:])
+
+
+def modulated_conv2d_fast(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    *,
+    demodulate: bool = True,
+    up: bool = False,
+    resample_filter: torch.Tensor | None = None,
+    gain: float = 1.0,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`modulated_conv2d` times ``gain``, plus ``bias`` (O,), laid out for speed.
+
+    Channels-last tensors (oneDNN's fast layout on CPU, tensor cores' on GPU), one ordinary
+    convolution per sample instead of a grouped one, the bias fused into the last convolution, the
+    upsampling's FIR filter as one padded depthwise convolution (no padded copy). The result is in
+    channels-last memory format and equals ``modulated_conv2d(...) * gain + bias`` up to float32
+    rounding.
+    """
+    out_channels, in_channels, kh, kw = weight.shape
+    w = _modulate(weight, styles, demodulate=demodulate, half=x.dtype == torch.float16)
+    w = (w * gain if gain != 1 else w).to(x.dtype)
+    bias = bias.to(x.dtype) if bias is not None else None
+    x = x.contiguous(memory_format=torch.channels_last)
+    if up:
+        assert resample_filter is not None and kh == 3 and kw == 3, "upsampling convolutions are 3x3 with a filter"
+        fir = (resample_filter * 4).to(x.dtype).flip([0, 1])[None, None].repeat(out_channels, 1, 1, 1)
+    outputs = []
+    for sample, sample_w in zip(x.split(1), w.unbind(0)):
+        if not up:
+            y = F.conv2d(sample, sample_w.contiguous(memory_format=torch.channels_last), bias, padding=kh // 2)
+        else:
+            # conv_transpose2d wants (in, out, k, k); 2H + 1 samples, filtered back to 2H.
+            y = F.conv_transpose2d(sample, sample_w.transpose(0, 1).contiguous(memory_format=torch.channels_last), stride=2)
+            y = F.conv2d(y, fir, bias, padding=1, groups=out_channels)
+        outputs.append(y)
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs).contiguous(memory_format=torch.channels_last)
 
 
 class SynthesisLayer(nn.Module):
@@ -194,19 +250,41 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("noise_const", torch.randn([resolution, resolution]))
 
     def forward(
-        self, x: torch.Tensor, w: torch.Tensor, *, noise_mode: str = "const", rng: Rng = None
+        self, x: torch.Tensor, w: torch.Tensor, *, noise_mode: str = "const", rng: Rng = None, fast: bool = False
     ) -> torch.Tensor:
+        """x (B, I, r, r) -> (B, O, R, R). ``fast``: :func:`modulated_conv2d_fast`, channels-last output."""
         styles = self.affine(w)
-        x = modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter)
-        if noise_mode == "const":
-            x = x + (self.noise_const * self.noise_strength).to(x.dtype)
-        elif noise_mode == "random":
-            noise = draw([x.shape[0], 1, self.resolution, self.resolution], rng, device=x.device, normal=True)
-            x = x + (noise * self.noise_strength).to(x.dtype)
-        elif noise_mode != "none":
-            raise ValueError(f"noise_mode: unknown {noise_mode!r}; use 'const', 'random' or 'none'")
+        noise = self._noise(x.shape[0], noise_mode, rng, device=x.device)
         clamp = self.conv_clamp * LRELU_GAIN if self.conv_clamp is not None else None
+        if fast:
+            # lrelu(y) * g = lrelu(g * y) for g > 0: the gain goes into the weights and the bias.
+            x = modulated_conv2d_fast(
+                x, self.weight, styles, up=self.up, resample_filter=self.resample_filter,
+                gain=LRELU_GAIN, bias=self.bias * LRELU_GAIN,
+            )
+            inplace = not torch.is_grad_enabled()
+            if noise is not None:
+                noise = (noise * LRELU_GAIN).to(x.dtype)
+                x = x.add_(noise) if inplace else x + noise
+            x = F.leaky_relu_(x, LRELU_SLOPE) if inplace else F.leaky_relu(x, LRELU_SLOPE)
+            if clamp is not None and clamp >= 0:
+                x = x.clamp_(-clamp, clamp) if inplace else x.clamp(-clamp, clamp)
+            return x
+        x = modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter)
+        if noise is not None:
+            x = x + noise.to(x.dtype)
         return bias_activation(x, self.bias, activation="lrelu", gain=LRELU_GAIN, clamp=clamp)
+
+    def _noise(self, batch: int, noise_mode: str, rng: Rng, *, device: torch.device) -> torch.Tensor | None:
+        """The per-pixel noise, scaled by its strength: (R, R), (B, 1, R, R) or None."""
+        if noise_mode == "const":
+            return self.noise_const * self.noise_strength
+        if noise_mode == "random":
+            noise = draw([batch, 1, self.resolution, self.resolution], rng, device=device, normal=True)
+            return noise * self.noise_strength
+        if noise_mode != "none":
+            raise ValueError(f"noise_mode: unknown {noise_mode!r}; use 'const', 'random' or 'none'")
+        return None
 
     def extra_repr(self) -> str:
         return f"in={self.in_channels}, out={self.out_channels}, resolution={self.resolution}, up={self.up}"
@@ -223,7 +301,12 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, *, fast: bool = False) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
+        if fast:
+            x = modulated_conv2d_fast(x, self.weight, styles, demodulate=False, bias=self.bias)
+            if self.conv_clamp is not None and self.conv_clamp >= 0:
+                x = x.clamp_(-self.conv_clamp, self.conv_clamp) if not torch.is_grad_enabled() else x.clamp(-self.conv_clamp, self.conv_clamp)
+            return x
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)
         return bias_activation(x, self.bias, clamp=self.conv_clamp)

@@ -23,6 +23,7 @@ from demo.networks.layers import (
     binomial_filter,
     normalize_2nd_moment,
     upsample_2x,
+    upsample_2x_fast,
 )
 from demo.rng import Rng
 
@@ -123,21 +124,25 @@ class SynthesisBlock(nn.Module):
         *,
         noise_mode: str = "const",
         rng: Rng = None,
+        fast: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: x (B, C, r', r') or None for the 4x4 block; img the running output; ws (B, num_conv + 1, w_dim)."""
+        """Args: x (B, C, r', r') or None for the 4x4 block; img the running output; ws (B, num_conv + 1, w_dim).
+
+        ``fast``: the layers' fast path (channels-last outputs, same values up to float32 rounding).
+        """
         # The official code runs fp16 blocks in fp16 only on CUDA; elsewhere it forces fp32.
         dtype = torch.float16 if self.use_fp16 and ws.device.type == "cuda" else torch.float32
         w_iter = iter(ws.unbind(dim=1))
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, rng=rng)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, rng=rng, fast=fast)
         else:
             x = x.to(dtype)
-            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, rng=rng)
-            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, rng=rng)
+            x = self.conv0(x, next(w_iter), noise_mode=noise_mode, rng=rng, fast=fast)
+            x = self.conv1(x, next(w_iter), noise_mode=noise_mode, rng=rng, fast=fast)
         if img is not None and self.up:
-            img = upsample_2x(img, self.resample_filter)
-        y = self.torgb(x, next(w_iter)).to(torch.float32)
+            img = (upsample_2x_fast if fast else upsample_2x)(img, self.resample_filter)
+        y = self.torgb(x, next(w_iter), fast=fast).to(torch.float32)
         img = img + y if img is not None else y
         return x, img
 
@@ -163,7 +168,8 @@ class SynthesisNetwork(nn.Module):
             setattr(self, f"b{resolution}", block)
         self.num_ws = config.num_ws
 
-    def forward(self, ws: torch.Tensor, *, noise_mode: str = "const", rng: Rng = None) -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, *, noise_mode: str = "const", rng: Rng = None, fast: bool = False) -> torch.Tensor:
+        """ws -> image; ``fast`` returns it in channels-last memory format."""
         ws = ws.to(torch.float32)
         x = img = None
         w_index = 0
@@ -171,7 +177,7 @@ class SynthesisNetwork(nn.Module):
             block = getattr(self, f"b{resolution}")
             block_ws = ws.narrow(1, w_index, block.num_conv + block.num_torgb)
             w_index += block.num_conv
-            x, img = block(x, img, block_ws, noise_mode=noise_mode, rng=rng)
+            x, img = block(x, img, block_ws, noise_mode=noise_mode, rng=rng, fast=fast)
         return img
 
 

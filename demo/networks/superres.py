@@ -49,8 +49,12 @@ class SuperResolution(nn.Module):
         *,
         noise_mode: str | None = None,
         rng: Rng = None,
+        fast: bool = False,
     ) -> torch.Tensor:
-        """Args: rgb (B, 3, r, r), features (B, C, r, r), ws (B, num_ws, w_dim); noise_mode defaults to the config's."""
+        """Args: rgb (B, 3, r, r), features (B, C, r, r), ws (B, num_ws, w_dim); noise_mode defaults to the config's.
+
+        ``fast``: the layers' fast path (see ``demo.networks.layers.modulated_conv2d_fast``).
+        """
         noise_mode = self.config.noise_mode if noise_mode is None else noise_mode
         size = self.config.input_resolution
         current = features.shape[-1]
@@ -59,6 +63,6 @@ class SuperResolution(nn.Module):
             features = F.interpolate(features, **resize)
             rgb = F.interpolate(rgb, **resize)
         block_ws = ws[:, -1:, :].repeat(1, 3, 1)
-        x, img = self.block0(features, rgb, block_ws, noise_mode=noise_mode, rng=rng)
-        _, img = self.block1(x, img, block_ws, noise_mode=noise_mode, rng=rng)
-        return img
+        x, img = self.block0(features, rgb, block_ws, noise_mode=noise_mode, rng=rng, fast=fast)
+        _, img = self.block1(x, img, block_ws, noise_mode=noise_mode, rng=rng, fast=fast)
+        return img.contiguous()

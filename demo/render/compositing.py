@@ -37,6 +37,19 @@ def _exp(x: torch.Tensor) -> torch.Tensor:
     return torch.exp(x)
 
 
+def ray_weights(sigmas: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
+    """The compositing weights (B, M, S - 1, 1) of the intervals between samples (see the module docstring)."""
+    deltas = depths[:, :, 1:] - depths[:, :, :-1]
+    density = F.softplus((sigmas[:, :, :-1] + sigmas[:, :, 1:]) / 2 - 1)
+    return _weights(1 - _exp(-density * deltas))
+
+
+def _weights(alpha: torch.Tensor) -> torch.Tensor:
+    """w_k = alpha_k * prod_{j<k} (1 - alpha_j + 1e-10)."""
+    shifted = torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], -2)
+    return alpha * torch.cumprod(shifted, -2)[:, :, :-1]
+
+
 def composite(
     colors: torch.Tensor,
     sigmas: torch.Tensor,
@@ -45,6 +58,7 @@ def composite(
     white_background: bool = False,
     signed: bool = True,
     per_sample_clamp: bool = False,
+    clamp_depth: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Composite samples along rays.
 
@@ -54,26 +68,55 @@ def composite(
         depths: (B, M, S, 1) sorted sample depths.
         signed: map the features from [0, 1] to [-1, 1] (EG3D); PanoHead keeps raw decoder features.
         per_sample_clamp: clamp each batch item's depth to its own sample range, not the batch's.
+        clamp_depth: False leaves the depth unclamped (rays with no weight at +inf), for a caller
+            that composites slices of rays and clamps to the range of all of them at the end.
     Returns:
         features (B, M, C) in [-1, 1] (roughly), depth (B, M, 1), weights (B, M, S - 1, 1).
     """
-    deltas = depths[:, :, 1:] - depths[:, :, :-1]
+    weights = ray_weights(sigmas, depths)
     colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2
-    sigmas_mid = (sigmas[:, :, :-1] + sigmas[:, :, 1:]) / 2
     depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
-    density = F.softplus(sigmas_mid - 1)
-    alpha = 1 - _exp(-density * deltas)
-    shifted = torch.cat([torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10], -2)
-    weights = alpha * torch.cumprod(shifted, -2)[:, :, :-1]
     features = torch.sum(weights * colors_mid, -2)
     total = weights.sum(2)
     depth = torch.sum(weights * depths_mid, -2) / total
     depth = torch.nan_to_num(depth, float("inf"))
-    if per_sample_clamp:
+    if clamp_depth and per_sample_clamp:
         flat = depths.flatten(1)
         depth = torch.clamp(depth, flat.amin(1).view(-1, 1, 1), flat.amax(1).view(-1, 1, 1))
-    else:
+    elif clamp_depth:
         depth = torch.clamp(depth, torch.min(depths), torch.max(depths))
+    if white_background:
+        features = features + 1 - total
+    return (features * 2 - 1 if signed else features), depth, weights
+
+
+def composite_merged(
+    first: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    second: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    *,
+    white_background: bool = False,
+    signed: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`composite` of two sample sets merged and sorted by depth, without reordering colours.
+
+    ``first`` and ``second`` are (depths (B, M, S_i, 1), sigmas (B, M, S_i, 1), colors (B, M, S_i, C)),
+    as ``merge_samples`` takes them. Only depths and densities are sorted; since
+    sum_k w_k (c_k + c_{k+1}) / 2 = sum_k c_k (w_{k-1} + w_k) / 2, each sample's colour is weighted
+    by half of the two intervals it bounds, mapped back to where the sample came from. The colours,
+    the largest arrays of a render, are never copied. Returns unclamped depth, like
+    ``composite(..., clamp_depth=False)``.
+    """
+    depths, order = torch.sort(torch.cat([first[0], second[0]], dim=-2), dim=-2)
+    sigmas = torch.gather(torch.cat([first[1], second[1]], dim=-2), -2, order)
+    weights = ray_weights(sigmas, depths)
+    total = weights.sum(2)
+    depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
+    depth = torch.nan_to_num(torch.sum(weights * depths_mid, -2) / total, float("inf"))
+    share = (F.pad(weights, (0, 0, 1, 0)) + F.pad(weights, (0, 0, 0, 1))) / 2  # (B, M, S, 1), sorted order
+    share = torch.empty_like(share).scatter_(-2, order, share)
+    count = first[2].shape[-2]
+    features = share[:, :, :count].transpose(-1, -2) @ first[2] + share[:, :, count:].transpose(-1, -2) @ second[2]
+    features = features.squeeze(-2)
     if white_background:
         features = features + 1 - total
     return (features * 2 - 1 if signed else features), depth, weights

@@ -68,3 +68,85 @@ def sample_trigrid(grids: torch.Tensor, coordinates: torch.Tensor, box_warp: flo
         align_corners=False,
     )  # (B*3, C, 1, 1, M)
     return features.reshape(batch, num_planes, channels, -1).permute(0, 1, 3, 2)
+
+
+# --- fast lookup ----------------------------------------------------------------------------------
+#
+# grid_sample reads each of the 32 channels of a texel from a different place in memory (the planes
+# are channel-first) and the decoder then averages the three planes in another pass. The fast path
+# stores the planes once as a channel-last table with a border of zero texels and gathers the
+# 4 (tri-grid: 8) corners of all three planes of a point in one fused weighted sum
+# (``embedding_bag``), already divided by 3: the plane average the decoder reads. The source index
+# and bilinear weights follow grid_sample's own arithmetic (align_corners=False, zero padding), so
+# the result equals ``sample_planes(...).mean(1)`` up to the order of the float32 additions.
+
+#: texels of zero padding before (and, plus one, after) each axis of the lookup table
+_PAD = 1
+
+
+class PlaneTable:
+    """Tri-planes (or tri-grids) laid out for :func:`sample_planes_mean`: build once per render."""
+
+    def __init__(self, planes: torch.Tensor, box_warp: float) -> None:
+        if planes.ndim not in (5, 6):
+            raise ValueError(f"planes: expected (B, 3, C, H, W) or (B, 3, C, D, H, W), got shape {tuple(planes.shape)}")
+        batch, num_planes, channels = planes.shape[:3]
+        spatial = planes.shape[3:]  # (H, W) or (D, H, W)
+        flat = planes.reshape(batch * num_planes, channels, *spatial)
+        flat = torch.nn.functional.pad(flat, [_PAD, _PAD + 1] * len(spatial))
+        padded = flat.shape[2:]
+        order = (0, *range(2, 2 + len(spatial)), 1)
+        self.table = flat.permute(order).reshape(-1, channels)  # (B*3*prod(padded), C), channel-last
+        self.batch, self.channels, self.box_warp = batch, channels, box_warp
+        self.axes = PLANE_AXES if len(spatial) == 2 else TRIGRID_AXES
+        # Per lookup axis (grid_sample's x, y[, z] = width, height[, depth]): size and table stride.
+        sizes = tuple(reversed(spatial))
+        strides, step = [], 1
+        for size in reversed(padded):
+            strides.append(step)
+            step *= size
+        plane_size = step
+        device = planes.device
+        k = len(sizes)
+        self.sizes = torch.tensor(sizes, dtype=planes.dtype, device=device).view(1, k, 1)
+        self.half_sizes = self.sizes / 2
+        self.strides = torch.tensor(strides, dtype=torch.int64, device=device).view(1, k, 1)
+        # Offsets of the 2^k corners: corner j takes the upper neighbour on axis a when bit a of j
+        # is set, so axis 0 (width) varies fastest -- the order the weights are built in.
+        bits = torch.tensor([[(j >> a) & 1 for a in range(k)] for j in range(1 << k)], device=device)
+        self.corner_offsets = (bits * self.strides.view(1, k)).sum(1).view(-1, 1)  # (2^k, 1)
+        # First row of each (item, plane) table, plus the padding offset: (3, B).
+        base = torch.arange(batch * num_planes, device=device) * plane_size + _PAD * int(self.strides.sum())
+        self.bases = base.view(batch, num_planes).t().contiguous()
+        self.flat_axes = torch.tensor([axis for plane in self.axes for axis in plane], device=device)
+
+    def mean_features(self, coordinates: torch.Tensor) -> torch.Tensor:
+        """The plane-averaged features at world points: (B, M, 3) -> (B, M, C)."""
+        batch, num_points, _ = coordinates.shape
+        num_planes, k = len(self.axes), len(self.axes[0])
+        count = batch * num_points
+        # Work axis-major ((axis, point) rows): every elementwise op then runs over long rows.
+        points = coordinates.to(self.table.dtype).reshape(count, 3).t() * (2 / self.box_warp)
+        grid = points.index_select(0, self.flat_axes).view(num_planes, k, count)
+        # grid_sample's unnormalisation (align_corners=False); clamping only moves points that
+        # read nothing but zero padding, keeping them inside the padded table.
+        source = ((grid + 1) * self.half_sizes - 0.5).clamp_(min=-1.0)
+        source = torch.minimum(source, self.sizes)
+        lower = source.floor()
+        frac = source - lower
+        # Row of the lower corner in the table, per plane: (3, count), item and plane bases added.
+        row = (lower.to(torch.int64) * self.strides).sum(1) + self.bases.repeat_interleave(num_points, dim=1)
+        corners = 1 << k
+        index = torch.empty(count, num_planes, corners, dtype=torch.int64, device=row.device)
+        torch.add(row.unsqueeze(1), self.corner_offsets, out=index.permute(1, 2, 0))
+        # Bilinear (trilinear) weights: product over axes of (1 - f, f), the first also divided by 3.
+        pair = torch.stack([1 - frac, frac], dim=2)  # (3, k, 2, count)
+        weights = pair[:, 0] * (1 / num_planes)
+        for axis in range(1, k):
+            weights = (pair[:, axis].unsqueeze(2) * weights.unsqueeze(1)).flatten(1, 2)
+        per_point = torch.empty(count, num_planes, corners, dtype=weights.dtype, device=weights.device)
+        per_point.permute(1, 2, 0).copy_(weights)
+        features = torch.nn.functional.embedding_bag(
+            index.view(count, -1), self.table, per_sample_weights=per_point.view(count, -1), mode="sum"
+        )
+        return features.view(batch, num_points, self.channels)

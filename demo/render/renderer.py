@@ -14,14 +14,19 @@ from dataclasses import dataclass
 import torch
 
 from demo.config import MIN_DEPTH_SAMPLES_FOR_IMPORTANCE, RenderConfig
-from demo.render.compositing import composite
-from demo.render.planes import sample_planes
+from demo.render.compositing import composite, composite_merged, ray_weights
+from demo.render.planes import PlaneTable, sample_planes
 from demo.render.rays import box_intersection
-from demo.render.sampling import importance_depths, merge_samples, stratified_depths
+from demo.render.sampling import draw_sampling_noise, importance_depths, merge_samples, stratified_depths
 from demo.rng import Rng, draw
 
-#: decoder(features (B, 3, M, C)) -> (sigma (B, M, 1), rgb (B, M, F))
+#: decoder(features (B, 3, M, C)) -> (sigma (B, M, 1), rgb (B, M, F)). A decoder whose first step is
+#: the average of the three planes (EG3D's and PanoHead's) may also offer ``decode_mean(features
+#: (B, M, C))``: the fast renderer then gathers that average directly (``PlaneTable``).
 Decoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+#: Rays per slice in the fast renderer: small enough that a slice's samples stay in the CPU caches.
+SLICE_RAYS = 1024
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ def render_rays(
     signed: bool = True,
     rng: Rng = None,
     per_sample_clamp: bool = False,
+    fast: bool = True,
 ) -> RayBundleResult:
     """Volume-render rays through the tri-plane field.
 
@@ -78,6 +84,10 @@ def render_rays(
         per_sample_clamp: take the depth clamp range (and, with box limits, the range given to rays
             that miss the box) from each batch item's own rays instead of the whole batch, so an
             item renders the same whatever else is in its batch. Off by default (official behaviour).
+        fast: render slices of rays one after another with the fused plane lookup (same random
+            draws, same result up to float32 rounding); False runs the plain path, which keeps the
+            official code's order of operations over all rays at once (the reference in tests and
+            benchmarks). Density noise (a training option) always takes the plain path.
     """
     num_coarse = options.depth_samples if depth_samples is None else depth_samples
     num_fine = options.importance_samples if importance_samples is None else importance_samples
@@ -99,6 +109,11 @@ def render_rays(
             ray_end = torch.where(hit, ray_end, ray_start[hit].max())
     else:
         ray_start, ray_end = float(options.ray_start), float(options.ray_end)
+    if fast and options.density_noise == 0:
+        return _render_in_slices(
+            planes, decoder, origins, directions, options, num_coarse, num_fine, ray_start, ray_end,
+            density_crop=density_crop, signed=signed, rng=rng, per_sample_clamp=per_sample_clamp,
+        )
     depths = stratified_depths(
         batch, num_rays, num_coarse, ray_start, ray_end,
         device=origins.device, disparity_space=options.disparity_space_sampling, rng=rng,
@@ -114,6 +129,79 @@ def render_rays(
         colors, sigmas, depths, white_background=options.white_background, signed=signed, per_sample_clamp=per_sample_clamp
     )
     return RayBundleResult(features=features, depth=depth, alpha=weights.sum(2))
+
+
+def _render_in_slices(
+    planes, decoder, origins, directions, options, num_coarse, num_fine, ray_start, ray_end,
+    *, density_crop, signed, rng, per_sample_clamp,
+) -> RayBundleResult:
+    """The fast path of :func:`render_rays`: the same steps, SLICE_RAYS rays at a time.
+
+    Both random draws are made up front with the plain path's shapes and order, so the samples are
+    the same; every later step is per ray except the final depth clamp, which uses the range of all
+    samples (of the batch, or of each item) and so runs once at the end.
+    """
+    batch, num_rays, _ = origins.shape
+    device = origins.device
+    jitter, uniform = draw_sampling_noise(batch, num_rays, num_coarse, num_fine, device=device, rng=rng)
+    if uniform is not None:
+        uniform = uniform.view(batch, num_rays, num_fine)
+    if hasattr(decoder, "decode_mean"):
+        table = PlaneTable(planes, options.box_warp)
+        def field(points):
+            return decoder.decode_mean(table.mean_features(points))
+    else:
+        def field(points):
+            return decoder(sample_planes(planes, points, options.box_warp))
+    per_ray_range = isinstance(ray_start, torch.Tensor)
+    features = depth = alpha = None
+    low = torch.full((batch,), float("inf"), device=device)
+    high = torch.full((batch,), -float("inf"), device=device)
+    for start in range(0, num_rays, SLICE_RAYS):
+        rays = slice(start, start + SLICE_RAYS)
+        count = min(SLICE_RAYS, num_rays - start)
+        query = (field, origins[:, rays], directions[:, rays], density_crop)
+        depths = stratified_depths(
+            batch, count, num_coarse,
+            ray_start[:, rays] if per_ray_range else ray_start, ray_end[:, rays] if per_ray_range else ray_end,
+            device=device, disparity_space=options.disparity_space_sampling, jitter=jitter[:, rays],
+        )
+        sigmas, colors = _field_along_rays(depths, *query)
+        if num_fine > 0:
+            weights = ray_weights(sigmas, depths)
+            depths_fine = importance_depths(depths, weights, num_fine, uniform=uniform[:, rays].reshape(batch * count, num_fine))
+            sigmas_fine, colors_fine = _field_along_rays(depths_fine, *query)
+            part_features, part_depth, weights = composite_merged(
+                (depths, sigmas, colors), (depths_fine, sigmas_fine, colors_fine),
+                white_background=options.white_background, signed=signed,
+            )
+            depths = torch.cat([depths, depths_fine], dim=-2)
+        else:
+            part_features, part_depth, weights = composite(
+                colors, sigmas, depths, white_background=options.white_background, signed=signed, clamp_depth=False
+            )
+        if features is None:
+            features = part_features.new_empty(batch, num_rays, part_features.shape[-1])
+            depth, alpha = part_depth.new_empty(batch, num_rays, 1), part_depth.new_empty(batch, num_rays, 1)
+        features[:, rays], depth[:, rays], alpha[:, rays] = part_features, part_depth, weights.sum(2)
+        flat = depths.reshape(batch, -1)
+        low, high = torch.minimum(low, flat.amin(1)), torch.maximum(high, flat.amax(1))
+    if per_sample_clamp:
+        depth = torch.clamp(depth, low.view(-1, 1, 1), high.view(-1, 1, 1))
+    else:
+        depth = torch.clamp(depth, low.min(), high.max())
+    return RayBundleResult(features=features, depth=depth, alpha=alpha)
+
+
+def _field_along_rays(depths, field, origins, directions, density_crop):
+    """Field values at the samples (B, M, S, 1) of the rays: sigma (B, M, S, 1), rgb (B, M, S, F)."""
+    batch, num_rays, num_samples, _ = depths.shape
+    points = (origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)).reshape(batch, -1, 3)
+    sigma, rgb = field(points)
+    if density_crop is not None:
+        outside = (points[..., 0].abs() > density_crop) | (points[..., 2].abs() > density_crop)
+        sigma = sigma.masked_fill(outside.unsqueeze(-1), -1000.0)
+    return sigma.reshape(batch, num_rays, num_samples, 1), rgb.reshape(batch, num_rays, num_samples, rgb.shape[-1])
 
 
 def _fill_missed_rays_per_sample(ray_start: torch.Tensor, ray_end: torch.Tensor, hit: torch.Tensor):

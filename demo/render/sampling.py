@@ -27,6 +27,18 @@ def _uniform(shape: tuple[int, ...], like: torch.Tensor, rng: Rng) -> torch.Tens
     return draw(shape, rng, device=like.device, dtype=like.dtype)
 
 
+def draw_sampling_noise(
+    batch: int, num_rays: int, num_coarse: int, num_fine: int, *, device: torch.device | str, rng: Rng = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Both draws of a render at once, in the official order and shapes: the jitter (B, M, D, 1)
+    for :func:`stratified_depths` and, when ``num_fine`` > 0, the (B*M, num_fine) uniforms for
+    :func:`importance_depths`. For renderers that process the rays in slices."""
+    like = torch.empty(0, device=device)
+    jitter = _uniform((batch, num_rays, num_coarse, 1), like, rng)
+    uniform = _uniform((batch * num_rays, num_fine), like, rng) if num_fine > 0 else None
+    return jitter, uniform
+
+
 def stratified_depths(
     batch: int,
     num_rays: int,
@@ -37,11 +49,18 @@ def stratified_depths(
     device: torch.device | str = "cpu",
     disparity_space: bool = False,
     rng: Rng = None,
+    jitter: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Jittered depths (B, M, D, 1). ``ray_start``/``ray_end`` are floats or (B, M, 1) tensors."""
+    """Jittered depths (B, M, D, 1). ``ray_start``/``ray_end`` are floats or (B, M, 1) tensors.
+
+    ``jitter``: the (B, M, D, 1) uniform draw to use instead of drawing it from ``rng`` (a renderer
+    that works on slices of rays draws once for all of them, in the official order).
+    """
+    if jitter is None:
+        jitter = _uniform((batch, num_rays, num_samples, 1), torch.empty(0, device=device), rng)
     if disparity_space:
         depths = torch.linspace(0, 1, num_samples, device=device).reshape(1, 1, num_samples, 1).repeat(batch, num_rays, 1, 1)
-        depths = depths + _uniform(depths.shape, depths, rng) * (1.0 / (num_samples - 1))
+        depths = depths + jitter * (1.0 / (num_samples - 1))
         if isinstance(ray_start, torch.Tensor):
             # Per-ray limits (B, M, 1) broadcast over samples; the official code mis-broadcasts here.
             ray_start, ray_end = ray_start.unsqueeze(2), ray_end.unsqueeze(2)
@@ -50,21 +69,22 @@ def stratified_depths(
         steps = torch.arange(num_samples, dtype=torch.float32, device=device) / (num_samples - 1)
         depths = ray_start.unsqueeze(2) + steps.reshape(1, 1, -1, 1) * (ray_end - ray_start).unsqueeze(2)
         delta = ((ray_end - ray_start) / (num_samples - 1)).unsqueeze(2)
-        return depths + _uniform(depths.shape, depths, rng) * delta
+        return depths + jitter * delta
     depths = torch.linspace(ray_start, ray_end, num_samples, device=device)
     depths = depths.reshape(1, 1, num_samples, 1).repeat(batch, num_rays, 1, 1)
     delta = (ray_end - ray_start) / (num_samples - 1)
-    return depths + _uniform(depths.shape, depths, rng) * delta
+    return depths + jitter * delta
 
 
 def importance_depths(
-    depths: torch.Tensor, weights: torch.Tensor, num_samples: int, *, rng: Rng = None
+    depths: torch.Tensor, weights: torch.Tensor, num_samples: int, *, rng: Rng = None, uniform: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Draw ``num_samples`` new depths per ray from the coarse weights.
 
     Args:
         depths: (B, M, D, 1) coarse depths.
         weights: (B, M, D - 1, 1) compositing weights of the coarse intervals.
+        uniform: the (B*M, num_samples) draw to use instead of drawing it from ``rng``.
     Returns:
         (B, M, num_samples, 1), unsorted.
     """
@@ -75,17 +95,22 @@ def importance_depths(
         w = F.max_pool1d(w, 2, 1, padding=1)
         w = F.avg_pool1d(w, 2, 1).squeeze(1) + 0.01
         midpoints = 0.5 * (z[:, :-1] + z[:, 1:])
-        samples = _sample_pdf(midpoints, w[:, 1:-1], num_samples, rng)
+        if uniform is None:
+            uniform = _uniform((batch * num_rays, num_samples), z, rng)
+        samples = _sample_pdf(midpoints, w[:, 1:-1], uniform.contiguous())
     return samples.reshape(batch, num_rays, num_samples, 1)
 
 
-def _sample_pdf(bins: torch.Tensor, weights: torch.Tensor, num_samples: int, rng: Rng, eps: float = 1e-5) -> torch.Tensor:
-    """Inverse-transform sampling of a piecewise-constant pdf. bins (N, K+1 or more), weights (N, K)."""
+def _sample_pdf(bins: torch.Tensor, weights: torch.Tensor, u: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Inverse-transform sampling of a piecewise-constant pdf at uniform draws u (N, S).
+
+    bins (N, K+1 or more), weights (N, K).
+    """
     num_rays, num_bins = weights.shape
+    num_samples = u.shape[1]
     weights = weights + eps
     pdf = weights / weights.sum(-1, keepdim=True)
     cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1)], -1)
-    u = _uniform((num_rays, num_samples), bins, rng).contiguous()
     index = torch.searchsorted(cdf, u, right=True)
     below = torch.clamp_min(index - 1, 0)
     above = torch.clamp_max(index, num_bins)
