@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -55,3 +57,18 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int = 1, warm
         sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+@contextmanager
+def plain_path(model: TriplaneGenerator) -> Iterator[TriplaneGenerator]:
+    """Make every call of the model's ``synthesis`` and ``planes`` take the plain path (``fast=False``).
+
+    Tasks have no such option (the fast path is the library's only path for users); benchmarks
+    patch the instance so a task runs exactly as it would on the official order of operations.
+    """
+    model.synthesis = functools.partial(type(model).synthesis, model, fast=False)
+    model.planes = functools.partial(type(model).planes, model, fast=False)
+    try:
+        yield model
+    finally:
+        del model.synthesis, model.planes

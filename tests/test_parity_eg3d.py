@@ -38,9 +38,10 @@ def c_cond(eg3d_expected):
     return torch.from_numpy(eg3d_expected["c_cond"])
 
 
-@pytest.fixture(scope="module")
-def renders(G, eg3d_expected):
-    """All six official renders, seeded per render exactly as the fixture was made."""
+@pytest.fixture(scope="module", params=[True, False], ids=["fast", "plain"])
+def renders(G, eg3d_expected, request):
+    """All six official renders, seeded per render exactly as the fixture was made, on the fast
+    path and on the plain one (the same tolerances hold for both)."""
     ws = torch.from_numpy(eg3d_expected["ws_psi07"])
     cameras = torch.from_numpy(eg3d_expected["c"])
     out = {}
@@ -48,7 +49,9 @@ def renders(G, eg3d_expected):
         for i in range(ws.shape[0]):
             for j in range(cameras.shape[0]):
                 torch.manual_seed(int(eg3d_expected["synthesis_seeds"][i, j]))
-                out[i, j] = G.synthesis(ws[i : i + 1], cameras[j : j + 1], noise_mode="const", return_extras=(i, j) == (0, 0))
+                out[i, j] = G.synthesis(
+                    ws[i : i + 1], cameras[j : j + 1], noise_mode="const", return_extras=(i, j) == (0, 0), fast=request.param
+                )
     return out
 
 
@@ -79,10 +82,11 @@ def test_mapping_accepts_camera_objects(G, z, eg3d_expected):
     assert max_abs_diff(ws, eg3d_expected["ws_psi07"]) <= 1e-5
 
 
-def test_planes(G, eg3d_expected):
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+def test_planes(G, eg3d_expected, fast):
     ws = torch.from_numpy(eg3d_expected["ws_psi07"][:1])
     with torch.inference_mode():
-        planes = G.planes(ws).reshape(96, 256, 256)
+        planes = G.planes(ws, fast=fast).reshape(96, 256, 256)
     assert max_abs_diff(planes[:, ::8, ::8], eg3d_expected["planes_z0_sub8"]) <= 1e-4
     assert max_abs_diff(planes.double().mean(dim=(1, 2)), eg3d_expected["planes_z0_channel_mean"]) <= 1e-5
     assert max_abs_diff(planes.double().abs().mean(dim=(1, 2)), eg3d_expected["planes_z0_channel_absmean"]) <= 1e-5

@@ -48,8 +48,10 @@ def _assert_image(actual: torch.Tensor, expected: np.ndarray, within: float, fra
     assert diff.max() <= limit
 
 
-@pytest.fixture(scope="module")
-def calls(G, expected):
+@pytest.fixture(scope="module", params=[True, False], ids=["fast", "plain"])
+def calls(G, expected, request):
+    """The three official calls, on the fast path and on the plain one (the same tolerances hold for both)."""
+    fast = request.param
     z = torch.from_numpy(expected["z"])
     cond = torch.from_numpy(expected["c_cond_gen_samples"])
     out = {}
@@ -58,11 +60,13 @@ def calls(G, expected):
         ws10 = G.mapping(z, cond, truncation_psi=1.0, truncation_cutoff=14)
         cameras = torch.from_numpy(np.stack([expected[f"c_yaw{a}"] for a in (0, 90, 180)]))
         torch.manual_seed(100)
-        out["A"] = G.synthesis(ws07, cameras, return_extras=True)
+        out["A"] = G.synthesis(ws07, cameras, return_extras=True, fast=fast)
         torch.manual_seed(101)
-        out["B"] = G.synthesis(ws10[:1], torch.from_numpy(expected["c_wide_fov40_yaw180"])[None])
+        out["B"] = G.synthesis(ws10[:1], torch.from_numpy(expected["c_wide_fov40_yaw180"])[None], fast=fast)
         torch.manual_seed(102)
-        out["C"] = G(z[1:2], torch.from_numpy(expected["c_video_head_frame60of240"])[None], truncation_psi=0.7, truncation_cutoff=14)
+        out["C"] = G(
+            z[1:2], torch.from_numpy(expected["c_video_head_frame60of240"])[None], truncation_psi=0.7, truncation_cutoff=14, fast=fast
+        )
     return out
 
 

@@ -132,7 +132,7 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 def _modulate(weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool, half: bool) -> torch.Tensor:
     """Per-sample weights (B, O, I, k, k): ``weight`` scaled by the styles, then demodulated."""
     batch = styles.shape[0]
-    out_channels, in_channels, kh, kw = weight.shape
+    _, in_channels, kh, kw = weight.shape
     if half and demodulate:
         # Keep fp16 in range; the scale cancels after demodulation.
         weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
@@ -183,6 +183,37 @@ def modulated_conv2d(
     return x.reshape(batch, -1, *x.shape[2:])
 
 
+def _modulate_channels_last(
+    weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool, gain: float, dtype: torch.dtype, transposed: bool = False
+) -> list[torch.Tensor]:
+    """:func:`_modulate` times ``gain``, one channels-last (O, I, k, k) weight per sample
+    (``transposed``: (I, O, k, k), as ``conv_transpose2d`` takes it).
+
+    Demodulation uses sum_{i,k} (W_oik s_i)^2 = sum_i s_i^2 sum_k W_oik^2, a small matrix product,
+    so each sample's weight is written in one pass: W * (gain * d_o * s_i).
+    """
+    out_channels, in_channels, kh, kw = weight.shape
+    if dtype == torch.float16 and demodulate:
+        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    scales = styles.unsqueeze(1).expand(-1, out_channels, -1) * gain  # (B, O, I)
+    if demodulate:
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (B, O)
+        scales = scales * dcoefs.unsqueeze(2)
+    if transposed:
+        weight, scales = weight.transpose(0, 1), scales.transpose(1, 2)  # (I, O, k, k), (B, I, O)
+    source = weight.permute(0, 2, 3, 1)  # (first, k, k, second): channels-last storage order
+    weights = []
+    for scale in scales:
+        scale = scale.reshape(scale.shape[0], 1, 1, scale.shape[1])
+        if torch.is_grad_enabled():
+            w = (source * scale).contiguous()
+        else:
+            w = torch.mul(source, scale, out=torch.empty_like(source, memory_format=torch.contiguous_format))
+        weights.append(w.permute(0, 3, 1, 2).to(dtype))  # channels-last strides
+    return weights
+
+
 def modulated_conv2d_fast(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -202,21 +233,20 @@ def modulated_conv2d_fast(
     channels-last memory format and equals ``modulated_conv2d(...) * gain + bias`` up to float32
     rounding.
     """
-    out_channels, in_channels, kh, kw = weight.shape
-    w = _modulate(weight, styles, demodulate=demodulate, half=x.dtype == torch.float16)
-    w = (w * gain if gain != 1 else w).to(x.dtype)
+    out_channels, _, kh, kw = weight.shape
     bias = bias.to(x.dtype) if bias is not None else None
     x = x.contiguous(memory_format=torch.channels_last)
     if up:
         assert resample_filter is not None and kh == 3 and kw == 3, "upsampling convolutions are 3x3 with a filter"
         fir = (resample_filter * 4).to(x.dtype).flip([0, 1])[None, None].repeat(out_channels, 1, 1, 1)
     outputs = []
-    for sample, sample_w in zip(x.split(1), w.unbind(0)):
+    weights = _modulate_channels_last(weight, styles, demodulate=demodulate, gain=gain, dtype=x.dtype, transposed=up)
+    for sample, sample_w in zip(x.split(1), weights):
         if not up:
-            y = F.conv2d(sample, sample_w.contiguous(memory_format=torch.channels_last), bias, padding=kh // 2)
+            y = F.conv2d(sample, sample_w, bias, padding=kh // 2)
         else:
-            # conv_transpose2d wants (in, out, k, k); 2H + 1 samples, filtered back to 2H.
-            y = F.conv_transpose2d(sample, sample_w.transpose(0, 1).contiguous(memory_format=torch.channels_last), stride=2)
+            # 2H + 1 samples, filtered back to 2H.
+            y = F.conv_transpose2d(sample, sample_w, stride=2)
             y = F.conv2d(y, fir, bias, padding=1, groups=out_channels)
         outputs.append(y)
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs).contiguous(memory_format=torch.channels_last)

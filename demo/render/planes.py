@@ -92,11 +92,11 @@ class PlaneTable:
             raise ValueError(f"planes: expected (B, 3, C, H, W) or (B, 3, C, D, H, W), got shape {tuple(planes.shape)}")
         batch, num_planes, channels = planes.shape[:3]
         spatial = planes.shape[3:]  # (H, W) or (D, H, W)
-        flat = planes.reshape(batch * num_planes, channels, *spatial)
-        flat = torch.nn.functional.pad(flat, [_PAD, _PAD + 1] * len(spatial))
-        padded = flat.shape[2:]
-        order = (0, *range(2, 2 + len(spatial)), 1)
-        self.table = flat.permute(order).reshape(-1, channels)  # (B*3*prod(padded), C), channel-last
+        padded = tuple(size + 2 * _PAD + 1 for size in spatial)
+        table = planes.new_zeros(batch, num_planes, *padded, channels)
+        interior = table[(slice(None), slice(None), *[slice(_PAD, _PAD + size) for size in spatial])]
+        interior.copy_(planes.permute(0, 1, *range(3, 3 + len(spatial)), 2))
+        self.table = table.view(-1, channels)  # (B*3*prod(padded), C), channel-last
         self.batch, self.channels, self.box_warp = batch, channels, box_warp
         self.axes = PLANE_AXES if len(spatial) == 2 else TRIGRID_AXES
         # Per lookup axis (grid_sample's x, y[, z] = width, height[, depth]): size and table stride.
@@ -110,14 +110,16 @@ class PlaneTable:
         k = len(sizes)
         self.sizes = torch.tensor(sizes, dtype=planes.dtype, device=device).view(1, k, 1)
         self.half_sizes = self.sizes / 2
-        self.strides = torch.tensor(strides, dtype=torch.int64, device=device).view(1, k, 1)
+        # int32 rows halve the index traffic; a table past 2^31 rows (never in practice) needs int64.
+        self.index_dtype = torch.int32 if batch * num_planes * plane_size < 2**31 else torch.int64
+        self.strides = torch.tensor(strides, dtype=self.index_dtype, device=device).view(1, k, 1)
         # Offsets of the 2^k corners: corner j takes the upper neighbour on axis a when bit a of j
         # is set, so axis 0 (width) varies fastest -- the order the weights are built in.
         bits = torch.tensor([[(j >> a) & 1 for a in range(k)] for j in range(1 << k)], device=device)
         self.corner_offsets = (bits * self.strides.view(1, k)).sum(1).view(-1, 1)  # (2^k, 1)
         # First row of each (item, plane) table, plus the padding offset: (3, B).
         base = torch.arange(batch * num_planes, device=device) * plane_size + _PAD * int(self.strides.sum())
-        self.bases = base.view(batch, num_planes).t().contiguous()
+        self.bases = base.view(batch, num_planes).t().to(self.index_dtype).contiguous()
         self.flat_axes = torch.tensor([axis for plane in self.axes for axis in plane], device=device)
 
     def mean_features(self, coordinates: torch.Tensor) -> torch.Tensor:
@@ -135,9 +137,10 @@ class PlaneTable:
         lower = source.floor()
         frac = source - lower
         # Row of the lower corner in the table, per plane: (3, count), item and plane bases added.
-        row = (lower.to(torch.int64) * self.strides).sum(1) + self.bases.repeat_interleave(num_points, dim=1)
+        row = (lower.to(self.index_dtype) * self.strides).sum(1, dtype=self.index_dtype)
+        row += self.bases.repeat_interleave(num_points, dim=1)
         corners = 1 << k
-        index = torch.empty(count, num_planes, corners, dtype=torch.int64, device=row.device)
+        index = torch.empty(count, num_planes, corners, dtype=self.index_dtype, device=row.device)
         torch.add(row.unsqueeze(1), self.corner_offsets, out=index.permute(1, 2, 0))
         # Bilinear (trilinear) weights: product over axes of (1 - f, f), the first also divided by 3.
         pair = torch.stack([1 - frac, frac], dim=2)  # (3, k, 2, count)
