@@ -336,7 +336,8 @@ class ToRGBLayer(nn.Module):
         if fast:
             x = modulated_conv2d_fast(x, self.weight, styles, demodulate=False, bias=self.bias)
             if self.conv_clamp is not None and self.conv_clamp >= 0:
-                x = x.clamp_(-self.conv_clamp, self.conv_clamp) if not torch.is_grad_enabled() else x.clamp(-self.conv_clamp, self.conv_clamp)
+                clamp = self.conv_clamp
+                x = x.clamp(-clamp, clamp) if torch.is_grad_enabled() else x.clamp_(-clamp, clamp)
             return x
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)
         return bias_activation(x, self.bias, clamp=self.conv_clamp)

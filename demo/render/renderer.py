@@ -25,7 +25,9 @@ from demo.rng import Rng, draw
 #: (B, M, C))``: the fast renderer then gathers that average directly (``PlaneTable``).
 Decoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-#: Rays per slice in the fast renderer: small enough that a slice's samples stay in the CPU caches.
+#: Rays per slice in the fast renderer on CPU: small enough that a slice's samples stay in the
+#: caches and its temporaries are reused by the allocator (measured best of 256-4096 on 2 cores).
+#: A GPU takes all rays at once (slices would only add kernel launches).
 SLICE_RAYS = 1024
 
 
@@ -135,7 +137,7 @@ def _render_in_slices(
     planes, decoder, origins, directions, options, num_coarse, num_fine, ray_start, ray_end,
     *, density_crop, signed, rng, per_sample_clamp,
 ) -> RayBundleResult:
-    """The fast path of :func:`render_rays`: the same steps, SLICE_RAYS rays at a time.
+    """The fast path of :func:`render_rays`: the same steps, SLICE_RAYS rays at a time on CPU.
 
     Both random draws are made up front with the plain path's shapes and order, so the samples are
     the same; every later step is per ray except the final depth clamp, which uses the range of all
@@ -157,9 +159,10 @@ def _render_in_slices(
     features = depth = alpha = None
     low = torch.full((batch,), float("inf"), device=device)
     high = torch.full((batch,), -float("inf"), device=device)
-    for start in range(0, num_rays, SLICE_RAYS):
-        rays = slice(start, start + SLICE_RAYS)
-        count = min(SLICE_RAYS, num_rays - start)
+    step = SLICE_RAYS if device.type == "cpu" else num_rays
+    for start in range(0, num_rays, step):
+        rays = slice(start, start + step)
+        count = min(step, num_rays - start)
         query = (field, origins[:, rays], directions[:, rays], density_crop)
         depths = stratified_depths(
             batch, count, num_coarse,
