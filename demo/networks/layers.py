@@ -129,14 +129,18 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
 
 
+def _fp16_prescale(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep fp16 in range before modulation; the scale cancels after demodulation."""
+    _, in_channels, kh, kw = weight.shape
+    weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+    return weight, styles / styles.norm(float("inf"), dim=1, keepdim=True)
+
+
 def _modulate(weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool, half: bool) -> torch.Tensor:
     """Per-sample weights (B, O, I, k, k): ``weight`` scaled by the styles, then demodulated."""
     batch = styles.shape[0]
-    _, in_channels, kh, kw = weight.shape
     if half and demodulate:
-        # Keep fp16 in range; the scale cancels after demodulation.
-        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+        weight, styles = _fp16_prescale(weight, styles)
     w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
     if demodulate:
         dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
@@ -192,10 +196,9 @@ def _modulate_channels_last(
     Demodulation uses sum_{i,k} (W_oik s_i)^2 = sum_i s_i^2 sum_k W_oik^2, a small matrix product,
     so each sample's weight is written in one pass: W * (gain * d_o * s_i).
     """
-    out_channels, in_channels, kh, kw = weight.shape
+    out_channels = weight.shape[0]
     if dtype == torch.float16 and demodulate:
-        weight = weight * (1 / math.sqrt(in_channels * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+        weight, styles = _fp16_prescale(weight, styles)
     scales = styles.unsqueeze(1).expand(-1, out_channels, -1) * gain  # (B, O, I)
     if demodulate:
         dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (B, O)
