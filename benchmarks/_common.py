@@ -16,6 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from demo.config import GeneratorConfig  # noqa: E402
 from demo.networks.eg3d import TriplaneGenerator  # noqa: E402
+from demo.render.grid import grid_points  # noqa: E402
+from demo.tasks import mesh as mesh_task  # noqa: E402
+
+#: gen_samples.py's points per G.sample call
+CHUNK = 1_000_000
 
 
 def full_size_model(device: torch.device, *, with_surface: bool = True) -> TriplaneGenerator:
@@ -72,3 +77,20 @@ def plain_path(model: TriplaneGenerator) -> Iterator[TriplaneGenerator]:
         yield model
     finally:
         del model.synthesis, model.planes
+
+
+def mesh_per_chunk(model: TriplaneGenerator, z: torch.Tensor, cond: torch.Tensor, resolution: int) -> torch.Tensor:
+    """A coloured mesh the way ``gen_samples.py`` makes one; returns the density volume (N, N, N).
+
+    For every chunk of 1,000,000 grid points, mapping and backbone run again and the decoder is
+    queried point by point; then marching cubes and vertex colours as the library does them.
+    """
+    points = grid_points(resolution, model.config.render.box_warp, device=model.device)
+    sigma = torch.empty(points.shape[0])
+    for start in range(0, points.shape[0], CHUNK):
+        ws = model.mapping(z, cond, truncation_psi=0.7)  # recomputed per chunk, as gen_samples.py
+        sigma[start : start + CHUNK] = model.sample_mixed(points[None, start : start + CHUNK], None, ws)["sigma"][0, :, 0].cpu()
+    volume = sigma.reshape(resolution, resolution, resolution)
+    vertices, _, _ = mesh_task.mesh_from_volume(volume, level=mesh_task.OFFICIAL_LEVEL, box_warp=model.config.render.box_warp)
+    mesh_task.vertex_colors(model, model.planes(model.mapping(z, cond, truncation_psi=0.7)), vertices)
+    return volume

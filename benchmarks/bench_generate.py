@@ -24,36 +24,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import device_label, full_size_model, timed  # noqa: E402
+from _common import device_label, full_size_model, mesh_per_chunk, plain_path, timed  # noqa: E402
 
 from demo.devices import pick_device  # noqa: E402
-from demo.render.grid import grid_points  # noqa: E402
 from demo.tasks import mesh as mesh_task  # noqa: E402
 from demo.tasks.sample import default_conditioning, view_camera  # noqa: E402
-
-CHUNK = 1_000_000
-
-
-
 
 def _mesh_ours(model, z, cond, resolution):
     ws = model.mapping(z, cond, truncation_psi=0.7)
     return mesh_task.extract_mesh(model, ws, resolution=resolution, keep_largest=False)
-
-
-def _mesh_per_chunk(model, z, cond, resolution):
-    points = grid_points(resolution, model.config.render.box_warp, device=model.device)
-    sigma = torch.empty(points.shape[0], device=model.device)
-    for start in range(0, points.shape[0], CHUNK):
-        torch.manual_seed(0)
-        ws = model.mapping(z, cond, truncation_psi=0.7)  # recomputed per chunk, as gen_samples.py
-        out = model.sample_mixed(points[None, start : start + CHUNK], None, ws)
-        sigma[start : start + CHUNK] = out["sigma"][0, :, 0]
-    volume = sigma.reshape(resolution, resolution, resolution).cpu()
-    vertices, faces, _ = mesh_task.mesh_from_volume(volume, level=mesh_task.OFFICIAL_LEVEL, box_warp=model.config.render.box_warp)
-    planes = model.planes(model.mapping(z, cond, truncation_psi=0.7))
-    mesh_task.vertex_colors(model, planes, vertices)
-    return len(faces)
 
 
 def main() -> None:
@@ -73,7 +52,8 @@ def main() -> None:
         rows.append(("image 512² (mapping + synthesis), batch 1", seconds, None, None))
         for resolution in (int(r) for r in args.resolutions.split(",")):
             ours = timed(lambda: _mesh_ours(model, z, cond, resolution), device, args.repeats)
-            chunked = timed(lambda: _mesh_per_chunk(model, z, cond, resolution), device, args.repeats)
+            with plain_path(model):
+                chunked = timed(lambda: mesh_per_chunk(model, z, cond, resolution), device, args.repeats)
             rows.append((f"coloured mesh {resolution}³", ours, chunked, chunked / ours))
     name = device_label(device)
     print(f"device: {name}; torch {torch.__version__}; full-size FFHQ-512 config, random weights; median of {args.repeats}")

@@ -40,11 +40,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import device_label, full_size_model, plain_path, sync  # noqa: E402
+from _common import device_label, full_size_model, mesh_per_chunk, plain_path, sync  # noqa: E402
 
 from demo.devices import pick_device  # noqa: E402
 from demo.networks.encoder import EncoderConfig, ImageEncoder  # noqa: E402
-from demo.render.grid import grid_points  # noqa: E402
 from demo.tasks import mesh as mesh_task  # noqa: E402
 from demo.tasks import video  # noqa: E402
 from demo.tasks.dataset import make_dataset  # noqa: E402
@@ -52,7 +51,6 @@ from demo.tasks.invert import image_loss  # noqa: E402
 from demo.tasks.sample import default_conditioning, view_camera  # noqa: E402
 
 ROWS = ("frame", "batch", "mesh", "video", "pti", "encoder", "dataset")
-CHUNK = 1_000_000  # gen_samples.py's points per G.sample call
 
 
 def _clock(fn, device: torch.device) -> tuple[float, object]:
@@ -92,18 +90,6 @@ def _mesh_fast(model, z, cond, resolution):
     volume = mesh_task.density_volume(model, planes=planes, resolution=resolution)
     vertices, _, _ = mesh_task.mesh_from_volume(volume, level=mesh_task.OFFICIAL_LEVEL, box_warp=model.config.render.box_warp)
     mesh_task.vertex_colors(model, planes, vertices)
-    return volume
-
-
-def _mesh_per_chunk(model, z, cond, resolution):
-    points = grid_points(resolution, model.config.render.box_warp, device=model.device)
-    sigma = torch.empty(points.shape[0])
-    for start in range(0, points.shape[0], CHUNK):
-        ws = model.mapping(z, cond, truncation_psi=0.7)  # gen_samples.py maps and runs the backbone per chunk
-        sigma[start : start + CHUNK] = model.sample_mixed(points[None, start : start + CHUNK], None, ws)["sigma"][0, :, 0].cpu()
-    volume = sigma.reshape(resolution, resolution, resolution)
-    vertices, _, _ = mesh_task.mesh_from_volume(volume, level=mesh_task.OFFICIAL_LEVEL, box_warp=model.config.render.box_warp)
-    mesh_task.vertex_colors(model, model.planes(model.mapping(z, cond, truncation_psi=0.7)), vertices)
     return volume
 
 
@@ -163,7 +149,8 @@ def main() -> None:
             add(f"throughput, batch {args.batch}", "frames/s", args.batch / plain, args.batch / fast,
                 _max_diff(out_plain["image"], out_fast["image"]))
         if "mesh" not in skip:
-            seconds_plain, volume_plain = _clock(lambda: _mesh_per_chunk(model, z[:1], cond, args.mesh_res), device)
+            with plain_path(model):
+                seconds_plain, volume_plain = _clock(lambda: mesh_per_chunk(model, z[:1], cond, args.mesh_res), device)
             seconds_fast, volume_fast = _clock(lambda: _mesh_fast(model, z[:1], cond, args.mesh_res), device)
             add(f"coloured mesh {args.mesh_res}³", "s", seconds_plain, seconds_fast, _max_diff(volume_plain, volume_fast),
                 "plain = per-chunk backbone (gen_samples)")
