@@ -120,12 +120,12 @@ def render_rays(
         batch, num_rays, num_coarse, ray_start, ray_end,
         device=origins.device, disparity_space=options.disparity_space_sampling, rng=rng,
     )
-    query = (planes, decoder, origins, directions, options, density_crop, rng)
-    sigmas, colors = _query_along_rays(depths, *query)
+    query = (lambda points: query_field(planes, decoder, points, options, rng=rng), origins, directions, density_crop)
+    sigmas, colors = _field_along_rays(depths, *query)
     if num_fine > 0:
         _, _, weights = composite(colors, sigmas, depths, white_background=options.white_background, signed=signed)
         depths_fine = importance_depths(depths, weights, num_fine, rng=rng)
-        sigmas_fine, colors_fine = _query_along_rays(depths_fine, *query)
+        sigmas_fine, colors_fine = _field_along_rays(depths_fine, *query)
         depths, colors, sigmas = merge_samples(depths, colors, sigmas, depths_fine, colors_fine, sigmas_fine)
     features, depth, weights = composite(
         colors, sigmas, depths, white_background=options.white_background, signed=signed, per_sample_clamp=per_sample_clamp
@@ -214,13 +214,3 @@ def _fill_missed_rays_per_sample(ray_start: torch.Tensor, ray_end: torch.Tensor,
     last = torch.where(hit, ray_start, -inf).amax(dim=(1, 2), keepdim=True)
     keep = hit | ~hit.any(dim=1, keepdim=True)  # an item with no hit at all keeps its values, as alone
     return torch.where(keep, ray_start, first), torch.where(keep, ray_end, last)
-
-
-def _query_along_rays(depths, planes, decoder, origins, directions, options, density_crop, rng):
-    batch, num_rays, num_samples, _ = depths.shape
-    points = (origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)).reshape(batch, -1, 3)
-    sigma, rgb = query_field(planes, decoder, points, options, rng=rng)
-    if density_crop is not None:
-        outside = (points[..., 0].abs() > density_crop) | (points[..., 2].abs() > density_crop)
-        sigma = torch.where(outside.unsqueeze(-1), torch.full_like(sigma, -1000.0), sigma)
-    return sigma.reshape(batch, num_rays, num_samples, 1), rgb.reshape(batch, num_rays, num_samples, rgb.shape[-1])
