@@ -18,6 +18,7 @@ from demo.config import GeneratorConfig  # noqa: E402
 from demo.networks.eg3d import TriplaneGenerator  # noqa: E402
 from demo.render.grid import grid_points  # noqa: E402
 from demo.tasks import mesh as mesh_task  # noqa: E402
+from demo.tasks.invert import image_loss  # noqa: E402
 
 #: gen_samples.py's points per G.sample call
 CHUNK = 1_000_000
@@ -94,3 +95,12 @@ def mesh_per_chunk(model: TriplaneGenerator, z: torch.Tensor, cond: torch.Tensor
     vertices, _, _ = mesh_task.mesh_from_volume(volume, level=mesh_task.OFFICIAL_LEVEL, box_warp=model.config.render.box_warp)
     mesh_task.vertex_colors(model, model.planes(model.mapping(z, cond, truncation_psi=0.7)), vertices)
     return volume
+
+
+def inversion_step(optimizer: torch.optim.Optimizer, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """One projection/PTI step on a rendered ``image``: image loss, backward, Adam; returns the image, detached."""
+    loss = image_loss(image, target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return image.detach()

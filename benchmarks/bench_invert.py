@@ -35,12 +35,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import device_label, full_size_model, sync, timed  # noqa: E402
+from _common import device_label, full_size_model, inversion_step, sync, timed  # noqa: E402
 
 from demo.devices import pick_device  # noqa: E402
 from demo.networks.encoder import EncoderConfig, ImageEncoder  # noqa: E402
 from demo.tasks.dataset import model_fingerprint  # noqa: E402
-from demo.tasks.invert import PRESETS, estimate_w_avg, image_loss  # noqa: E402
+from demo.tasks.invert import PRESETS, estimate_w_avg  # noqa: E402
 from demo.tasks.sample import view_camera  # noqa: E402
 
 
@@ -78,11 +78,7 @@ def main() -> None:
     optimizer = torch.optim.Adam([w_opt], lr=0.01)
 
     def projection_step() -> None:
-        image = model.synthesis(w_opt.expand(-1, model.num_ws, -1), label, args.resolution, rng=rng)["image"]
-        loss = image_loss(image, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        inversion_step(optimizer, model.synthesis(w_opt.expand(-1, model.num_ws, -1), label, args.resolution, rng=rng)["image"], target)
 
     projection = timed(projection_step, device, args.repeats, warmup)
     rows.append(("projection step (W)", projection, f"{1 / projection:.2f} steps/s"))
@@ -94,11 +90,7 @@ def main() -> None:
         pivot = ws_start.detach()
 
         def pti_step() -> None:
-            image = tuned.synthesis(pivot, label, args.resolution, rng=rng)["image"]
-            loss = image_loss(image, target)
-            pti_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            pti_optimizer.step()
+            inversion_step(pti_optimizer, tuned.synthesis(pivot, label, args.resolution, rng=rng)["image"], target)
 
         pti = timed(pti_step, device, args.repeats, warmup)
         rows.append(("PTI step (all generator weights)", pti, f"{1 / pti:.2f} steps/s"))

@@ -40,14 +40,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import device_label, full_size_model, mesh_per_chunk, plain_path, sync  # noqa: E402
+from _common import device_label, full_size_model, inversion_step, mesh_per_chunk, plain_path, sync  # noqa: E402
 
 from demo.devices import pick_device  # noqa: E402
 from demo.networks.encoder import EncoderConfig, ImageEncoder  # noqa: E402
 from demo.tasks import mesh as mesh_task  # noqa: E402
 from demo.tasks import video  # noqa: E402
 from demo.tasks.dataset import make_dataset  # noqa: E402
-from demo.tasks.invert import image_loss  # noqa: E402
 from demo.tasks.sample import default_conditioning, view_camera  # noqa: E402
 
 ROWS = ("frame", "batch", "mesh", "video", "pti", "encoder", "dataset")
@@ -186,11 +185,7 @@ def main() -> None:
 
             def step(tuned=tuned, optimizer=optimizer, fast=fast):
                 image = tuned.synthesis(pivot, label, rng=_generators(device, 1), fast=fast)["image"]
-                loss = image_loss(image, target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                return image.detach()
+                return inversion_step(optimizer, image, target)
 
             results[fast] = _clock(step, device)
             del tuned, optimizer
