@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import device_label, full_size_model  # noqa: E402
 
 from demo.devices import pick_device  # noqa: E402
-from demo.tasks.dataset import make_dataset, model_fingerprint  # noqa: E402
+from demo.tasks.dataset import make_dataset
+from demo.weights.store import model_fingerprint  # noqa: E402
 
 
 def main() -> None:

@@ -71,8 +71,10 @@ __all__ = [
     "fov_to_focal",
     "horizontal_fov_deg",
     "intrinsics_matrix",
+    "lift_points",
     "look_at",
     "orbit_angles",
+    "project_points",
 ]
 
 #: Normalised focal length of the FFHQ/AFHQ labels, the visualizer and ``gen_videos.py``.
@@ -470,3 +472,59 @@ def orbit_angles(
     h = official_pi / 2 + yaw_amplitude * math.sin(phase)
     v = official_pi / 2 + pitch_offset + pitch_amplitude * math.cos(phase)
     return h, v
+
+
+# --- points between images and the world ----------------------------------------------------------
+
+FOREGROUND_ALPHA = 0.5
+"""Pixels with accumulated ray weight below this are background."""
+
+
+def _label_parts(camera_label) -> tuple[torch.Tensor, torch.Tensor]:
+    label = torch.as_tensor(camera_label, dtype=torch.float64).reshape(25)
+    return label[:16].reshape(4, 4), label[16:].reshape(3, 3)
+
+
+def lift_points(points_px, image_size: int, depth, camera_label, alpha=None):
+    """2D image points -> 3D world points along their rays at the rendered depth.
+
+    Args:
+        points_px: (K, 2) pixel coordinates (x right, y down; (0, 0) is the top-left corner of the
+            top-left pixel, pixel centres at +0.5) in an image of ``image_size`` pixels.
+        depth: (r, r) distance along each pixel's unit ray (the depth map); read at the nearest pixel.
+        camera_label: (25,) render camera.
+        alpha: optional (r, r) mask; points on pixels with alpha < 0.5 get NaN.
+
+    Returns:
+        (K, 3) float64 NumPy array of world coordinates, NaN where the point lies outside the image
+        or on background. Array-likes in (NumPy or torch); the inverse of :func:`project_points`.
+    """
+    points = torch.as_tensor(points_px, dtype=torch.float64).reshape(-1, 2)
+    cam2world, intrinsics = _label_parts(camera_label)
+    depth = torch.as_tensor(depth, dtype=torch.float64)
+    side = depth.shape[0]
+    u, v = points[:, 0] / image_size, points[:, 1] / image_size
+    inside = (u >= 0) & (u < 1) & (v >= 0) & (v < 1)
+    cols = torch.floor(u * side).clamp(0, side - 1).long()
+    rows = torch.floor(v * side).clamp(0, side - 1).long()
+    distance = depth[rows, cols]
+    valid = inside & torch.isfinite(distance)
+    if alpha is not None:
+        valid &= torch.as_tensor(alpha)[rows, cols] >= FOREGROUND_ALPHA
+    fx, fy, cx, cy, skew = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2], intrinsics[0, 1]
+    x_cam = (u - cx + cy * skew / fy - skew * v / fy) / fx  # the inverse of the projection (as demo.render.rays)
+    y_cam = (v - cy) / fy
+    directions = torch.stack([x_cam, y_cam, torch.ones_like(x_cam)], 1) @ cam2world[:3, :3].T
+    directions = directions / directions.norm(dim=1, keepdim=True)
+    world = cam2world[:3, 3] + directions * distance[:, None]
+    world[~valid] = float("nan")
+    return world.numpy()
+
+
+def project_points(points_world, camera_label, image_size: int):
+    """(K, 3) world points -> (K, 2) float64 NumPy pixel coordinates in an image of ``image_size`` pixels."""
+    cam2world, intrinsics = _label_parts(camera_label)
+    points = torch.as_tensor(points_world, dtype=torch.float64).reshape(-1, 3)
+    camera = (points - cam2world[:3, 3]) @ cam2world[:3, :3]  # rotation inverse = transpose
+    uvw = camera @ intrinsics.T
+    return (uvw[:, :2] / uvw[:, 2:3] * image_size).numpy()

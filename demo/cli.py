@@ -529,9 +529,10 @@ def _add_dataset(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_dataset(args: argparse.Namespace) -> int:
+    from demo.devices import process_group, torchrun_device, torchrun_env
     from demo.tasks import dataset
 
-    torchrun = dataset.torchrun_env()
+    torchrun = torchrun_env()
     shard = dataset.parse_shard(args.shard) if args.shard is not None else (0, 1)
     if torchrun is not None:
         if args.shard is not None and shard != torchrun[:2]:
@@ -545,13 +546,11 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
     )
     if "keypoints" in options["with_"]:
         raise InputError(dataset.KEYPOINTS_UNAVAILABLE)
-    if torchrun is not None and args.device in ("auto", "cuda"):  # one GPU per local rank
-        import torch
-
-        args.device = f"cuda:{torchrun[2]}" if args.device == "cuda" or torch.cuda.is_available() else "cpu"
+    if torchrun is not None:  # one GPU per local rank
+        args.device = torchrun_device(args.device, torchrun[2])
     model = _load_model(args)
     rank, world = shard
-    with dataset.process_group(world if torchrun is not None else 1, model.device), _progress_bar() as progress:
+    with process_group(world if torchrun is not None else 1, model.device), _progress_bar() as progress:
         result = dataset.make_dataset(model, args.out, **options, model_id=str(args.model), force=args.force, progress=progress)
     who = f"shard {rank}/{world}: " if world > 1 else ""
     print(f"{who}wrote {result.written} samples, {result.skipped} were already complete ({result.seconds:.1f} s)")
@@ -791,8 +790,8 @@ def _add_train_encoder(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train_encoder(args: argparse.Namespace) -> int:
+    from demo.devices import process_group, torchrun_device, torchrun_env
     from demo.networks.encoder import EncoderConfig
-    from demo.tasks import dataset
     from demo.tasks import train_encoder as training
     from demo.weights.store import TINY_IDS
 
@@ -809,12 +808,10 @@ def _cmd_train_encoder(args: argparse.Namespace) -> int:
             out = Path(args.model)
         else:
             raise InputError("--out is needed for this model (only registry ids and converted folders have a default).")
-    torchrun = dataset.torchrun_env()
+    torchrun = torchrun_env()
     world = torchrun[1] if torchrun is not None else 1
-    if torchrun is not None and args.device in ("auto", "cuda"):  # one GPU per local rank
-        import torch
-
-        args.device = f"cuda:{torchrun[2]}" if args.device == "cuda" or torch.cuda.is_available() else "cpu"
+    if torchrun is not None:  # one GPU per local rank
+        args.device = torchrun_device(args.device, torchrun[2])
     model = _load_model(args)
     try:
         if args.model in TINY_IDS:
@@ -823,7 +820,7 @@ def _cmd_train_encoder(args: argparse.Namespace) -> int:
             config = EncoderConfig.for_generator(model.num_ws, model.w_dim, args.kind, image_size=args.image_size or 256)
     except ValueError as error:
         raise InputError(f"--image-size {args.image_size} does not suit the {args.kind} encoder ({error}).") from None
-    with dataset.process_group(world, model.device), _progress_bar() as progress:
+    with process_group(world, model.device), _progress_bar() as progress:
         result = training.train_encoder(
             model, config, steps=args.steps, batch_size=args.batch, lr=args.lr, warmup_steps=args.warmup,
             views=args.views, pitch_jitter_deg=args.pitch_jitter, truncation_range=args.trunc_range,

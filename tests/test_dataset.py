@@ -26,12 +26,12 @@ import pytest
 import torch
 
 from demo import cli, media
-from demo.cameras import Camera, angles_from_camera
+from demo.cameras import Camera, angles_from_camera, project_points
 from demo.config import RenderConfig
 from demo.errors import InputError
 from demo.render.compositing import composite
 from demo.render.renderer import render_rays
-from demo.tasks import dataset
+from demo.tasks import dataset, views
 from demo.tasks.sample import z_from_seed
 from demo.weights.store import build_tiny_generator
 
@@ -174,13 +174,13 @@ def test_meshes_and_image_size(tiny, tmp_path):
 
 def test_views_are_drawn_per_seed_with_the_mix_shares(tiny):
     panohead = build_tiny_generator(seed=0, panohead=True)
-    assert dataset.draw_view(7, tiny) == dataset.draw_view(7, tiny)
-    views = [dataset.draw_view(seed, tiny) for seed in range(20000)]
-    shares = {name: sum(v.category == name for v in views) / len(views) for name, _ in dataset.MIX}
-    for name, share in dataset.MIX:
+    assert views.draw_view(7, tiny) == views.draw_view(7, tiny)
+    drawn = [views.draw_view(seed, tiny) for seed in range(20000)]
+    shares = {name: sum(v.category == name for v in drawn) / len(drawn) for name, _ in views.MIX}
+    for name, share in views.MIX:
         assert shares[name] == pytest.approx(share, abs=0.015), name
     focal = tiny.config.focal_length
-    for view in views:
+    for view in drawn:
         assert view.pitch_deg == 0 and view.radius == tiny.config.avg_camera_radius
         if view.category in ("frontal", "frontal_wide"):
             assert view.yaw_deg == 0
@@ -189,12 +189,12 @@ def test_views_are_drawn_per_seed_with_the_mix_shares(tiny):
             assert abs(view.yaw_deg) <= 70 and view.focal == focal
         else:
             assert 70 < abs(view.yaw_deg) <= 90
-    assert {v.yaw_deg > 0 for v in views if v.category == "profile"} == {True, False}
-    assert max(abs(dataset.draw_view(s, panohead).yaw_deg) for s in range(3000)) > 150
-    uniform = [dataset.draw_view(s, tiny, views="uniform", yaw_range_deg=30, pitch_range_deg=10) for s in range(500)]
+    assert {v.yaw_deg > 0 for v in drawn if v.category == "profile"} == {True, False}
+    assert max(abs(views.draw_view(s, panohead).yaw_deg) for s in range(3000)) > 150
+    uniform = [views.draw_view(s, tiny, views="uniform", yaw_range_deg=30, pitch_range_deg=10) for s in range(500)]
     assert max(abs(v.yaw_deg) for v in uniform) <= 30 and max(abs(v.pitch_deg) for v in uniform) <= 10
     assert max(abs(v.yaw_deg) for v in uniform) > 25
-    assert {dataset.draw_view(s, tiny, views="frontal").category for s in range(50)} == {"frontal"}
+    assert {views.draw_view(s, tiny, views="frontal").category for s in range(50)} == {"frontal"}
     with pytest.raises(InputError, match="front of the head"):
         _make(tiny, "/nonexistent/never-written", num=1, views="uniform", yaw_range_deg=120)
 
@@ -391,7 +391,7 @@ def test_keypoints_are_refused_without_a_landmarker_and_lifted_with_one(tiny, tm
         for (x, y), point in zip(keypoints["points_2d"], keypoints["points_3d"], strict=True):
             if point is None:
                 continue
-            np.testing.assert_allclose(dataset.project_points(np.array([point]), camera, size)[0], [x, y], atol=1e-4)
+            np.testing.assert_allclose(project_points(np.array([point]), camera, size)[0], [x, y], atol=1e-4)
             row, col = int(y / size * r), int(x / size * r)
             assert mask[row, col] >= 128
             assert np.linalg.norm(np.array(point) - camera[[3, 7, 11]]) == pytest.approx(depth[row, col], rel=1e-5)

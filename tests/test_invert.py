@@ -22,7 +22,7 @@ from demo.cameras import Camera
 from demo.errors import InputError
 from demo.networks.encoder import EncoderConfig, ImageEncoder
 from demo.tasks import invert as invert_task
-from demo.tasks.dataset import model_fingerprint
+from demo.weights.store import model_fingerprint
 from demo.tasks.invert import InversionResult, encode, estimate_w_avg, invert, ms_ssim, ms_ssim_distance, psnr
 from demo.tasks.mesh import extract_mesh
 from demo.tasks.sample import default_conditioning, sample_images, view_camera, z_from_seed

@@ -12,7 +12,7 @@ from demo import media
 from demo.cameras import Camera, angles_from_camera
 from demo.cli import main
 from demo.errors import InputError
-from demo.tasks import video
+from demo.tasks import video, views
 from demo.tasks.sample import sample_images
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -44,12 +44,12 @@ def test_keyframed_and_sweep_paths():
 
 
 def test_view_range_checks(tiny_generator):
-    video.check_view_range(tiny_generator, [-90, 90], [-80, 80])
+    views.check_view_range(tiny_generator, [-90, 90], [-80, 80])
     with pytest.raises(InputError, match="front of the head"):
-        video.check_view_range(tiny_generator, [120], [0])
+        views.check_view_range(tiny_generator, [120], [0])
     with pytest.raises(InputError, match="Pitch"):
-        video.check_view_range(tiny_generator, [0], [85])
-    video.check_view_range(tiny_generator, [180], [0], full_turn=True)
+        views.check_view_range(tiny_generator, [0], [85])
+    views.check_view_range(tiny_generator, [180], [0], full_turn=True)
 
 
 def test_frames_of_one_identity_reuse_planes_and_match_single_renders(tiny_generator):

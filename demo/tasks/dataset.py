@@ -103,7 +103,7 @@ mask is empty; it boxes the whole rendered subject, not only the face), ``keypoi
 ``files`` (paths relative to the dataset folder). ``keypoints`` is ``null``: 2D landmarks need the
 face landmarker of the photo -> 3D feature; ``--with keypoints`` is refused until it lands
 (:func:`make_dataset` already takes a ``keypoint_detector`` and lifts its 2D points to 3D with the
-depth map and camera, :func:`lift_points`). When a sample's density never reaches the mesh level,
+depth map and camera, :func:`demo.cameras.lift_points`). When a sample's density never reaches the mesh level,
 its ``files.meshes`` is ``null`` and ``mesh_error`` says why; the sample is still complete.
 
 Resuming and interruptions
@@ -153,7 +153,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import math
@@ -166,20 +165,19 @@ from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
-import torch
 from PIL import Image
 
 from demo import media
 from demo._version import __version__
-from demo.cameras import Camera, camera_from_angles, horizontal_fov_deg
+from demo.cameras import FOREGROUND_ALPHA, Camera, horizontal_fov_deg, lift_points
 from demo.errors import DemoError, InputError, ResourceError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.progress import ProgressFn, report
 from demo.tasks import mesh as mesh_task
-from demo.tasks.generate import _write_shapes, check_shape_formats
+from demo.tasks.generate import check_shape_formats, write_shapes
 from demo.tasks.sample import SampleResult, sample_images, z_from_seed
-from demo.tasks.video import MAX_FRONT_YAW_DEG, MAX_PITCH_DEG, check_view_range
-from demo.weights.store import config_to_json
+from demo.tasks.views import MAX_PITCH_DEG, VIEW_PRESETS, View, check_view_range, draw_view, views_settings
+from demo.weights.store import model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -189,18 +187,9 @@ ANNOTATION_FORMAT = "3d-face-studio-dataset-annotation"
 MAX_SAMPLES = 1_000_000
 """Six-digit names: sample indices 0 ... 999999."""
 
-VIEW_PRESETS = ("mix", "frontal", "uniform")
 WITH_OPTIONS = ("depth", "depth-npy", "masks", "meshes", "keypoints")
 DEFAULT_WITH = ("depth", "masks")
 
-MIX = (("frontal", 0.70), ("side", 0.12), ("profile", 0.06), ("frontal_wide", 0.12))
-"""The 'mix' preset: category and share, in the order the categories are drawn."""
-SIDE_MAX_YAW_DEG = 70.0
-WIDE_FOV_FACTOR = 1.5
-"""'frontal_wide' divides the training focal length by this (a 1.5x wider view)."""
-FULL_TURN_MAX_YAW_DEG = 180.0
-FOREGROUND_ALPHA = 0.5
-VIEW_STREAM = 0x56494557  # "VIEW": keeps the view draws apart from any other use of the seed
 _SEED_MAX = 2**32 - 1  # numpy's RandomState seeds
 
 SUBDIRS = ("images", "depth", "masks", "meshes", "latents", "cameras", "annotations")
@@ -217,24 +206,6 @@ KEYPOINTS_UNAVAILABLE = (
     "Keypoints are not available yet: 2D landmarks need the face landmarker that arrives with the "
     "photo -> 3D feature. Leave 'keypoints' out of --with for now."
 )
-
-
-@dataclass(frozen=True)
-class View:
-    """One sample's camera, as drawn from its seed."""
-
-    category: str
-    yaw_deg: float
-    pitch_deg: float
-    focal: float
-    """Normalised focal length (intrinsics fx = fy)."""
-    radius: float
-
-    def camera(self, pivot: Sequence[float]) -> Camera:
-        """The render camera (batch 1)."""
-        return camera_from_angles(
-            yaw_deg=self.yaw_deg, pitch_deg=self.pitch_deg, radius=self.radius, pivot=tuple(pivot), focal=self.focal
-        )
 
 
 @dataclass(frozen=True)
@@ -357,83 +328,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     return _check_shard((int(match.group(1)), int(match.group(2))))
 
 
-def torchrun_env() -> tuple[int, int, int] | None:
-    """(rank, world, local_rank) when launched by torchrun (RANK, WORLD_SIZE, LOCAL_RANK set), else None."""
-    names = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
-    if not all(name in os.environ for name in names):
-        return None
-    try:
-        rank, world, local_rank = (int(os.environ[name]) for name in names)
-    except ValueError:
-        raise InputError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by torchrun).") from None
-    _check_shard((rank, world))
-    return rank, world, local_rank
-
-
-@contextlib.contextmanager
-def process_group(world: int, device: torch.device | str) -> Iterator[None]:
-    """Join the torchrun process group for a sharded run (gloo on CPU, nccl on CUDA); no-op for one process.
-
-    Reads the rendezvous from torchrun's environment (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE).
-    """
-    import torch.distributed as dist
-
-    if world <= 1 or not dist.is_available() or dist.is_initialized():
-        yield
-        return
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
-# --- views -------------------------------------------------------------------------------------
-
-
-def draw_view(
-    seed: int,
-    model: TriplaneGenerator,
-    *,
-    views: str = "mix",
-    yaw_range_deg: float = 60.0,
-    pitch_range_deg: float = 20.0,
-) -> View:
-    """The view of the sample with this seed (deterministic; see the module docstring for the presets)."""
-    config = model.config
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([VIEW_STREAM, int(seed)])))
-    u = rng.random(3)  # always three draws, whatever the category
-    focal, radius = float(config.focal_length), float(config.avg_camera_radius)
-    if views == "frontal":
-        return View("frontal", 0.0, 0.0, focal, radius)
-    if views == "uniform":
-        return View("uniform", float((2 * u[1] - 1) * yaw_range_deg), float((2 * u[2] - 1) * pitch_range_deg), focal, radius)
-    if views != "mix":
-        raise InputError(f"Unknown view preset {views!r}; choose one of {', '.join(VIEW_PRESETS)}.")
-    edges = np.cumsum([share for _, share in MIX])
-    category = MIX[min(int(np.searchsorted(edges, u[0], side="right")), len(MIX) - 1)][0]
-    if category == "side":
-        return View(category, float((2 * u[1] - 1) * SIDE_MAX_YAW_DEG), 0.0, focal, radius)
-    if category == "profile":
-        max_yaw = FULL_TURN_MAX_YAW_DEG if config.is_full_head else MAX_FRONT_YAW_DEG
-        magnitude = SIDE_MAX_YAW_DEG + (1.0 - u[1]) * (max_yaw - SIDE_MAX_YAW_DEG)  # in (70, max]
-        return View(category, float(magnitude if u[2] < 0.5 else -magnitude), 0.0, focal, radius)
-    if category == "frontal_wide":
-        return View(category, 0.0, 0.0, focal / WIDE_FOV_FACTOR, radius)
-    return View("frontal", 0.0, 0.0, focal, radius)
-
-
-def _views_settings(views: str, yaw_range_deg: float, pitch_range_deg: float) -> dict[str, Any]:
-    if views == "mix":
-        return {"preset": "mix", "shares": dict(MIX), "side_max_yaw_deg": SIDE_MAX_YAW_DEG, "wide_fov_factor": WIDE_FOV_FACTOR}
-    if views == "uniform":
-        return {"preset": "uniform", "yaw_range_deg": yaw_range_deg, "pitch_range_deg": pitch_range_deg}
-    return {"preset": views}
-
-
 # --- geometry helpers --------------------------------------------------------------------------
 
 
@@ -451,67 +345,6 @@ def foreground_box(alpha: np.ndarray, image_size: int) -> dict[str, Any] | None:
         "area_fraction": float(mask.mean()),
         "alpha_threshold": FOREGROUND_ALPHA,
     }
-
-
-def lift_points(
-    points_px: np.ndarray, image_size: int, depth: np.ndarray, camera_label: np.ndarray, alpha: np.ndarray | None = None
-) -> np.ndarray:
-    """2D image points -> 3D world points along their rays at the rendered depth.
-
-    Args:
-        points_px: (K, 2) pixel coordinates (x right, y down; (0, 0) is the top-left corner of the
-            top-left pixel, pixel centres at +0.5) in an image of ``image_size`` pixels.
-        depth: (r, r) distance along each pixel's unit ray (the depth map); read at the nearest pixel.
-        camera_label: (25,) render camera.
-        alpha: optional (r, r) mask; points on pixels with alpha < 0.5 get NaN.
-
-    Returns:
-        (K, 3) float64 world coordinates, NaN where the point lies outside the image or on background.
-    """
-    points = np.asarray(points_px, dtype=np.float64).reshape(-1, 2)
-    label = np.asarray(camera_label, dtype=np.float64).reshape(25)
-    cam2world, intrinsics = label[:16].reshape(4, 4), label[16:].reshape(3, 3)
-    side = depth.shape[0]
-    u, v = points[:, 0] / image_size, points[:, 1] / image_size
-    inside = (u >= 0) & (u < 1) & (v >= 0) & (v < 1)
-    cols = np.clip(np.floor(u * side).astype(np.int64), 0, side - 1)
-    rows = np.clip(np.floor(v * side).astype(np.int64), 0, side - 1)
-    distance = np.asarray(depth, dtype=np.float64)[rows, cols]
-    valid = inside & np.isfinite(distance)
-    if alpha is not None:
-        valid &= np.asarray(alpha)[rows, cols] >= FOREGROUND_ALPHA
-    fx, fy, cx, cy, skew = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2], intrinsics[0, 1]
-    x_cam = (u - cx + cy * skew / fy - skew * v / fy) / fx  # the inverse of the projection (as demo.render.rays)
-    y_cam = (v - cy) / fy
-    directions = np.stack([x_cam, y_cam, np.ones_like(x_cam)], 1) @ cam2world[:3, :3].T
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    world = cam2world[:3, 3] + directions * distance[:, None]
-    world[~valid] = np.nan
-    return world
-
-
-def project_points(points_world: np.ndarray, camera_label: np.ndarray, image_size: int) -> np.ndarray:
-    """(K, 3) world points -> (K, 2) pixel coordinates in an image of ``image_size`` pixels (inverse of lifting)."""
-    label = np.asarray(camera_label, dtype=np.float64).reshape(25)
-    cam2world, intrinsics = label[:16].reshape(4, 4), label[16:].reshape(3, 3)
-    points = np.asarray(points_world, dtype=np.float64).reshape(-1, 3)
-    camera = (points - cam2world[:3, 3]) @ cam2world[:3, :3]  # rotation inverse = transpose
-    uvw = camera @ intrinsics.T
-    return uvw[:, :2] / uvw[:, 2:3] * image_size
-
-
-# --- model identity ------------------------------------------------------------------------------
-
-
-def model_fingerprint(model: TriplaneGenerator) -> dict[str, str]:
-    """sha256 of the architecture config and of the weights (every state-dict tensor, in name order)."""
-    config = json.dumps(config_to_json(model.config), sort_keys=True, default=str).encode()
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return {"config_sha256": hashlib.sha256(config).hexdigest(), "weights_sha256": digest.hexdigest()}
 
 
 # --- the dataset ---------------------------------------------------------------------------------
@@ -702,7 +535,7 @@ def _settings(model, model_id: str | None, options: dict[str, Any], size: int, d
             "neural_rendering_resolution": model.neural_rendering_resolution,
         },
         "start_seed": options["start_seed"],
-        "views": _views_settings(options["views"], options["yaw_range_deg"], options["pitch_range_deg"]),
+        "views": views_settings(options["views"], options["yaw_range_deg"], options["pitch_range_deg"]),
         "truncation_psi": options["truncation_psi"],
         "truncation_cutoff": options["truncation_cutoff"],
         "conditioning": "frontal camera at the training radius, pivot and focal",
@@ -830,7 +663,7 @@ class _SampleWriter:
         mesh_error = None
         if "meshes" in self.with_:
             try:
-                paths = _write_shapes(
+                paths = write_shapes(
                     model, out / "meshes", name, result.ws[position : position + 1], self.options["mesh_resolution"],
                     self.options["mesh_formats"], mesh_task.OFFICIAL_LEVEL, None,
                 )

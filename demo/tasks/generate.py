@@ -101,7 +101,7 @@ def generate_to_folder(
         name = media.output_stem(seed, index=index)
         files[name] = _write_images(out, name, result, index)
         if shapes:
-            files[name] += _write_shapes(
+            files[name] += write_shapes(
                 model, out, name, result.ws[index : index + 1], shape_resolution, formats, shape_level, mesh_faces
             )
         report(progress, render_share + (1 - render_share) * (index + 1) / count, f"wrote {name}")
@@ -129,7 +129,7 @@ def _write_images(out: Path, name: str, result: SampleResult, index: int) -> lis
     return written
 
 
-def _write_shapes(model, out: Path, name: str, ws: np.ndarray, resolution: int, formats, level: float, mesh_faces) -> list[Path]:
+def write_shapes(model, out: Path, name: str, ws: np.ndarray, resolution: int, formats, level: float, mesh_faces) -> list[Path]:
     written = []
     with torch.inference_mode():
         planes = model.planes(torch.from_numpy(ws).to(model.device))

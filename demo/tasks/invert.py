@@ -84,7 +84,7 @@ from demo.errors import InputError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.networks.encoder import ImageEncoder
 from demo.progress import ProgressFn, report
-from demo.tasks.dataset import model_fingerprint
+from demo.weights.store import model_fingerprint
 from demo.tasks.sample import default_conditioning, view_camera
 
 logger = logging.getLogger(__name__)
@@ -385,7 +385,7 @@ class InversionResult:
     weight_delta: dict[str, torch.Tensor] = field(repr=False)
     """tuned - base (float32, CPU) of every tensor tuning changed; empty without tuning."""
     base_fingerprint: dict[str, str] = field(repr=False)
-    """sha256 of the base model's config and weights (``demo.tasks.dataset.model_fingerprint``)."""
+    """sha256 of the base model's config and weights (``demo.weights.store.model_fingerprint``)."""
     settings: dict[str, Any] = field(default_factory=dict)
     """Preset, steps, learning rates and the perceptual term used."""
 

@@ -26,7 +26,7 @@ Samples
 -------
 Step ``s`` of process ``r`` draws its batch from ``SeedSequence([0x454E43, seed, s, r])`` (PCG64):
 z ~ N(0, I); a truncation psi per sample, uniform in ``truncation_range`` (pulling towards the
-model's ``w_avg`` as the mapping does); a view from :func:`demo.tasks.dataset.draw_view` (the
+model's ``w_avg`` as the mapping does); a view from :func:`demo.tasks.views.draw_view` (the
 dataset's ``mix`` by default: 70 % frontal, 12 % yaw within +-70 degrees, 6 % beyond, 12 % frontal with
 a 1.5x wider field of view), plus a pitch uniform in +-``pitch_jitter_deg`` (the mix has no pitch,
 photos do). The mapping is conditioned on the frontal camera, as in the dataset. Because a batch
@@ -114,7 +114,8 @@ from demo.errors import CheckpointError, InputError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.networks.encoder import ENCODER_KINDS, EncoderConfig, ImageEncoder
 from demo.progress import ProgressFn, report
-from demo.tasks.dataset import VIEW_PRESETS, draw_view, model_fingerprint
+from demo.tasks.views import VIEW_PRESETS, draw_view
+from demo.weights.store import model_fingerprint
 from demo.tasks.invert import estimate_w_avg, image_loss, psnr
 from demo.tasks.sample import default_conditioning
 from demo.weights import registry
@@ -463,7 +464,7 @@ def train_encoder(
         steps: total steps to reach (a resumed run does the remainder).
         batch_size: samples per step and process.
         lr, warmup_steps: Adam learning rate after a linear warm-up.
-        views, yaw_range_deg, pitch_range_deg: the view preset of :func:`demo.tasks.dataset.draw_view`.
+        views, yaw_range_deg, pitch_range_deg: the view preset of :func:`demo.tasks.views.draw_view`.
         pitch_jitter_deg: extra pitch, uniform in +- this.
         truncation_range: psi uniform in (low, high) per sample.
         w_weight, image_weight, camera_weight: loss weights (0 turns a term off; ``image_weight=0``

@@ -27,14 +27,11 @@ from demo.cameras import Camera, look_at, orbit_angles
 from demo.errors import InputError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.progress import ProgressFn, report
+from demo.tasks.views import check_view_range
 
 RenderMode = Literal["image", "image_raw", "depth", "image+depth"]
 RENDER_MODES: tuple[str, ...] = ("image", "image_raw", "depth", "image+depth")
 TRAJECTORIES: tuple[str, ...] = ("orbit", "yaw", "360", "keyframes", "static")
-MAX_PITCH_DEG = 80.0
-"""Pitch beyond this looks almost straight down or up; the look-at camera degenerates at 90."""
-MAX_FRONT_YAW_DEG = 90.0
-"""Front-facing models (EG3D, trained on faces seen from the front half) show no back of the head."""
 MAX_FRAMES = 10_000
 
 
@@ -138,26 +135,6 @@ def make_trajectory(
     if kind == "static":
         return static(num_frames, pitch_deg=pitch_deg)
     raise InputError(f"Unknown trajectory {kind!r}; choose from {', '.join(TRAJECTORIES)}.")
-
-
-def check_view_range(model: TriplaneGenerator, yaw_deg: np.ndarray | float, pitch_deg: np.ndarray | float, *, full_turn: bool = False) -> None:
-    """Refuse views the model cannot show: |pitch| > 80 deg, or |yaw| > 90 deg for front-facing models.
-
-    ``full_turn=True`` lifts the yaw limit (render_video and render_multiview set it for 360-degree
-    models such as PanoHead).
-    """
-    pitch = np.abs(np.asarray(pitch_deg, dtype=np.float64))
-    if not np.isfinite(pitch).all() or (pitch > MAX_PITCH_DEG).any():
-        raise InputError(f"Pitch must stay within +-{MAX_PITCH_DEG:g} degrees; got up to {pitch.max():g}.")
-    yaw = np.asarray(yaw_deg, dtype=np.float64)
-    if not np.isfinite(yaw).all():
-        raise InputError("Yaw angles must be finite numbers.")
-    wrapped = np.abs((yaw + 180.0) % 360.0 - 180.0)
-    if not full_turn and (wrapped > MAX_FRONT_YAW_DEG + 1e-9).any():
-        raise InputError(
-            f"This model only shows the front of the head: keep yaw within +-{MAX_FRONT_YAW_DEG:g} degrees "
-            f"(got {wrapped.max():g}). Full 360-degree turns need a 360-degree model such as PanoHead."
-        )
 
 
 def trajectory_cameras(

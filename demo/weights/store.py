@@ -13,6 +13,7 @@ Official pickles are read only through the restricted unpickler in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -259,3 +260,14 @@ def _load_registry_id(checkpoint_id: str, *, device, download: bool, progress: P
         original = registry.download(entry.id, progress=progress)
     convert_checkpoint(original, folder, checkpoint_id=entry.id, progress=progress)
     return load_converted(folder, device=device)
+
+
+def model_fingerprint(model: TriplaneGenerator) -> dict[str, str]:
+    """sha256 of the architecture config and of the weights (every state-dict tensor, in name order)."""
+    config = json.dumps(config_to_json(model.config), sort_keys=True, default=str).encode()
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return {"config_sha256": hashlib.sha256(config).hexdigest(), "weights_sha256": digest.hexdigest()}

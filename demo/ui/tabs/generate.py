@@ -10,7 +10,7 @@ import gradio as gr
 from demo.media import output_stem
 from demo.tasks.generate import generate_to_folder
 from demo.tasks.mesh import MESH_FORMATS
-from demo.tasks.video import MAX_FRONT_YAW_DEG, MAX_PITCH_DEG, check_view_range
+from demo.tasks.views import MAX_FRONT_YAW_DEG, MAX_PITCH_DEG, check_view_range
 from demo.ui import runtime
 
 TITLE = "Generate"

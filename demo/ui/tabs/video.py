@@ -7,7 +7,8 @@ from pathlib import Path
 import gradio as gr
 
 from demo.errors import InputError
-from demo.tasks.video import MAX_FRONT_YAW_DEG, MAX_PITCH_DEG, RENDER_MODES, make_trajectory, render_video
+from demo.tasks.video import RENDER_MODES, make_trajectory, render_video
+from demo.tasks.views import MAX_FRONT_YAW_DEG, MAX_PITCH_DEG
 from demo.ui import runtime
 
 TITLE = "Rotate"
