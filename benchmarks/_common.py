@@ -18,7 +18,7 @@ from demo.config import GeneratorConfig  # noqa: E402
 from demo.networks.eg3d import TriplaneGenerator  # noqa: E402
 from demo.render.grid import grid_points  # noqa: E402
 from demo.tasks import mesh as mesh_task  # noqa: E402
-from demo.tasks.invert import image_loss  # noqa: E402
+from demo.tasks.losses import image_loss  # noqa: E402
 
 #: gen_samples.py's points per G.sample call
 CHUNK = 1_000_000

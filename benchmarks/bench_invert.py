@@ -40,7 +40,8 @@ from _common import device_label, full_size_model, inversion_step, sync, timed  
 from demo.devices import pick_device  # noqa: E402
 from demo.networks.encoder import EncoderConfig, ImageEncoder  # noqa: E402
 from demo.weights.store import model_fingerprint  # noqa: E402
-from demo.tasks.invert import PRESETS, estimate_w_avg  # noqa: E402
+from demo.tasks.invert import PRESETS  # noqa: E402
+from demo.tasks.sample import estimate_w_avg  # noqa: E402
 from demo.tasks.sample import view_camera  # noqa: E402
 
 

@@ -60,7 +60,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -468,6 +468,14 @@ def save_json(path: str | os.PathLike, data: Any) -> Path:
     path = Path(path)
     with _atomic_target(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(part)`` to fill ``<path>.part``, then rename it to ``path``; on failure nothing is left."""
+    path = Path(path)
+    with _atomic_target(path) as part:
+        write(part)
     return path
 
 

@@ -29,7 +29,7 @@ from demo import cli
 from demo.errors import CheckpointError, InputError
 from demo.networks.encoder import ENCODER_KINDS, EncoderConfig, ImageEncoder
 from demo.tasks import train_encoder as training
-from demo.tasks.invert import estimate_w_avg
+from demo.tasks.sample import estimate_w_avg
 from demo.tasks.train_encoder import draw_batch, evaluate_encoder, find_encoder, load_encoder, train_encoder
 from demo.weights import registry
 from demo.weights.store import build_tiny_generator

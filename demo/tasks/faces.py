@@ -93,6 +93,7 @@ __all__ = [
     "align_face",
     "camera_from_pose",
     "detect_faces",
+    "foreground_mask",
     "load_photo",
 ]
 
@@ -747,6 +748,23 @@ def align_face(
         detection=face,
         warnings=tuple(notes),
     )
+
+
+def foreground_mask(image: np.ndarray) -> np.ndarray:
+    """The person in an RGB image (an aligned crop): (H, W) float32 in [0, 1], 1 = head, hair, shoulders.
+
+    MediaPipe's selfie segmentation (general model, bundled in the 0.10.21 wheel, offline). PanoHead's
+    projector inverts only the foreground this way, since the model paints its own background.
+    """
+    image = np.ascontiguousarray(np.asarray(image))
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(f"foreground_mask takes an (H, W, 3) uint8 RGB image; got {image.dtype} of shape {image.shape}.")
+    with _mediapipe().solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as segmenter:
+        result = segmenter.process(image)
+    mask = result.segmentation_mask
+    if mask is None:
+        return np.zeros(image.shape[:2], np.float32)
+    return np.clip(np.asarray(mask, dtype=np.float32), 0.0, 1.0)
 
 
 def _ffhq_transform(keypoints5: np.ndarray, size: int) -> tuple[np.ndarray, float]:

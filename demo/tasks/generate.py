@@ -32,6 +32,7 @@ import torch
 
 from demo import media
 from demo._version import __version__
+from demo.cameras import Camera
 from demo.networks.eg3d import TriplaneGenerator
 from demo.progress import ProgressFn, report
 from demo.tasks import mesh as mesh_task
@@ -68,6 +69,9 @@ def generate_to_folder(
     yaw_deg: float = 0.0,
     pitch_deg: float = 0.0,
     fov_deg: float | None = None,
+    camera: Camera | None = None,
+    names: Sequence[str] | None = None,
+    manifest_name: str = "generate.json",
     shapes: bool = False,
     shape_resolution: int = 256,
     shape_formats: Sequence[str] = ("glb",),
@@ -77,12 +81,18 @@ def generate_to_folder(
     model_name: str = "",
     progress: ProgressFn | None = None,
 ) -> GenerateResult:
-    """Generate samples and write them under ``outdir`` (see the module docstring for the files)."""
+    """Generate samples and write them under ``outdir`` (see the module docstring for the files).
+
+    ``camera`` (batch 1 or one per sample) replaces the yaw/pitch/fov view; ``names`` replaces the
+    file stems made from seeds (one per sample).
+    """
     formats = check_shape_formats(shape_formats) if shapes else ()
     if shapes:
         mesh_task.check_resolution(shape_resolution)
     out = media.check_writable_dir(outdir)
-    camera = view_camera(model, yaw_deg=yaw_deg, pitch_deg=pitch_deg, fov_deg=fov_deg)
+    if camera is None:
+        camera = view_camera(model, yaw_deg=yaw_deg, pitch_deg=pitch_deg, fov_deg=fov_deg)
+    camera = camera.to(model.device)
     render_share = 0.3 if shapes else 1.0
     result = sample_images(
         model,
@@ -97,15 +107,17 @@ def generate_to_folder(
     )
     files: dict[str, list[Path]] = {}
     count = len(result.seeds)
+    if names is not None and len(names) != count:
+        raise ValueError(f"names: {len(names)} given for {count} samples")
     for index, seed in enumerate(result.seeds):
-        name = media.output_stem(seed, index=index)
+        name = names[index] if names is not None else media.output_stem(seed, index=index)
         files[name] = _write_images(out, name, result, index)
         if shapes:
             files[name] += write_shapes(
                 model, out, name, result.ws[index : index + 1], shape_resolution, formats, shape_level, mesh_faces
             )
         report(progress, render_share + (1 - render_share) * (index + 1) / count, f"wrote {name}")
-    manifest = _write_manifest(out, model, model_name, result, files, locals_=dict(
+    manifest = _write_manifest(out / manifest_name, model, model_name, result, files, locals_=dict(
         yaw_deg=yaw_deg, pitch_deg=pitch_deg, fov_deg=fov_deg, shapes=shapes, shape_resolution=shape_resolution,
         shape_formats=list(formats), shape_level=shape_level, mesh_faces=mesh_faces,
     ))
@@ -142,7 +154,7 @@ def write_shapes(model, out: Path, name: str, ws: np.ndarray, resolution: int, f
     return written
 
 
-def _write_manifest(out: Path, model, model_name: str, result: SampleResult, files, locals_: dict[str, Any]) -> Path:
+def _write_manifest(path: Path, model, model_name: str, result: SampleResult, files, locals_: dict[str, Any]) -> Path:
     data = {
         "tool": f"3D Face Studio {__version__}",
         "model": model_name,
@@ -157,4 +169,4 @@ def _write_manifest(out: Path, model, model_name: str, result: SampleResult, fil
         },
         "samples": {name: [path.name for path in paths] for name, paths in files.items()},
     }
-    return media.save_json(out / "generate.json", data)
+    return media.save_json(path, data)

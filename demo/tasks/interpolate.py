@@ -287,6 +287,23 @@ def interpolation_path(
     return step(start, end, t_per_vector)
 
 
+def keyframe_weights(num_frames: int, num_keyframes: int, *, mode: InterpolationMode = "linear", loop: bool = False) -> np.ndarray:
+    """(num_frames, K) float64 weights of each keyframe per frame: piecewise linear along the same segments
+    as :func:`interpolation_path` (rows sum to 1; frame 0 is all keyframe 0, and without ``loop`` the last
+    frame all the last keyframe). Morphs blend what cannot be interpolated in W with them, such as the
+    tuned-weight deltas of photo faces. ``cubic-loop`` spends ``num_frames / K`` frames per keyframe, looping.
+    """
+    weights = np.zeros((int(num_frames), num_keyframes))
+    if num_keyframes == 1:
+        weights[:, 0] = 1.0
+        return weights
+    segment, t = _segment_positions(int(num_frames), num_keyframes, loop or mode == "cubic-loop")
+    rows = np.arange(int(num_frames))
+    weights[rows, segment % num_keyframes] += 1.0 - t
+    weights[rows, (segment + 1) % num_keyframes] += t
+    return weights
+
+
 # ---------------------------------------------------------------------------------------------
 # Reading keyframes
 

@@ -222,3 +222,31 @@ def sample_images(
         truncation_psi=float(truncation_psi),
         truncation_cutoff=truncation_cutoff,
     )
+
+
+# --- statistics of W ------------------------------------------------------------------------------
+
+W_AVG_SEED = 123  # the projectors' RandomState for the w_avg estimate
+W_AVG_SAMPLES = 10_000
+
+
+def estimate_w_avg(
+    model: TriplaneGenerator, *, num_samples: int = W_AVG_SAMPLES, seed: int = W_AVG_SEED, batch_size: int = 2000
+) -> tuple[torch.Tensor, float]:
+    """(w_avg (w_dim,), w_std) from ``num_samples`` z of ``RandomState(seed)`` mapped with the frontal camera.
+
+    w_std is the projectors' scalar: the root of the summed per-dimension variance of w.
+    """
+    if num_samples < 2:
+        raise ValueError("num_samples: need at least 2")
+    z_all = np.random.RandomState(seed).randn(num_samples, model.z_dim)
+    conditioning = default_conditioning(model).to(model.device)
+    parts = []
+    with torch.no_grad():
+        for start in range(0, num_samples, batch_size):
+            z = torch.from_numpy(z_all[start : start + batch_size]).to(model.device)
+            parts.append(model.mapping(z, conditioning)[:, 0].to(torch.float64))
+    w = torch.cat(parts)
+    w_avg = w.mean(0)
+    w_std = float(((w - w_avg) ** 2).sum() / num_samples) ** 0.5
+    return w_avg.to(torch.float32), w_std

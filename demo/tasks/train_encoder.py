@@ -99,7 +99,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,16 +109,17 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from demo import media
 from demo.cameras import Camera
 from demo.errors import CheckpointError, InputError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.networks.encoder import ENCODER_KINDS, EncoderConfig, ImageEncoder
 from demo.progress import ProgressFn, report
+from demo.tasks.losses import image_loss, psnr
+from demo.tasks.sample import default_conditioning, estimate_w_avg
 from demo.tasks.views import VIEW_PRESETS, draw_view
-from demo.weights.store import model_fingerprint
-from demo.tasks.invert import estimate_w_avg, image_loss, psnr
-from demo.tasks.sample import default_conditioning
 from demo.weights import registry
+from demo.weights.store import model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -259,15 +260,6 @@ def _wrapped(angle: torch.Tensor) -> torch.Tensor:
 # --- checkpoints -------------------------------------------------------------------------------
 
 
-def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    part = path.with_name(path.name + ".part")
-    try:
-        write(part)
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
-
-
 def save_encoder(
     encoder: ImageEncoder,
     out_dir: str | Path,
@@ -283,11 +275,11 @@ def save_encoder(
     out.mkdir(parents=True, exist_ok=True)
     stamp = {"format": FORMAT_NAME, "step": str(int(step))}
     tensors = {name: t.detach().to("cpu", torch.float32).contiguous() for name, t in encoder.state_dict().items()}
-    _atomic(out / WEIGHTS_FILE, lambda part: save_file(tensors, str(part), metadata=stamp))
+    media.write_atomic(out / WEIGHTS_FILE, lambda part: save_file(tensors, str(part), metadata=stamp))
     if optimizer is not None:
         state, groups = _optimizer_tensors(optimizer)
         meta = {**stamp, "param_groups": json.dumps(groups)}
-        _atomic(out / OPTIMIZER_FILE, lambda part: save_file(state, str(part), metadata=meta))
+        media.write_atomic(out / OPTIMIZER_FILE, lambda part: save_file(state, str(part), metadata=meta))
     record = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -297,7 +289,7 @@ def save_encoder(
         "training": training or {},
         "history": history or {},
     }
-    _atomic(out / CONFIG_FILE, lambda part: part.write_text(json.dumps(record, indent=2)))
+    media.write_atomic(out / CONFIG_FILE, lambda part: part.write_text(json.dumps(record, indent=2)))
     return out / WEIGHTS_FILE
 
 

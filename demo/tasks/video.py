@@ -14,7 +14,7 @@ colour-mapped with one near/far range for the whole video (no per-frame flicker)
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -172,6 +172,7 @@ def render_frames(
     depth_multiplier: int = 1,
     batch_size: int = 4,
     seed: int = 0,
+    before_batch: Callable[[int, int], None] | None = None,
     progress: ProgressFn | None = None,
 ) -> FramesResult:
     """Render frames of one identity (ws (1, num_ws, w_dim)) or a latent path (ws (T, num_ws, w_dim)).
@@ -181,6 +182,8 @@ def render_frames(
         mode: 'image', 'image_raw', 'depth' (colour-mapped, one range per video) or 'image+depth'.
         depth_multiplier: multiplies both per-ray sample counts (``gen_videos.py``'s sample_mult).
         seed: seed of the renderer's draws, the same for every frame.
+        before_batch: called with (start, stop) before frames [start, stop) render (a morph sets the
+            generator's weights of those frames there).
     """
     if mode not in RENDER_MODES:
         raise InputError(f"Unknown render mode {mode!r}; choose from {', '.join(RENDER_MODES)}.")
@@ -203,6 +206,8 @@ def render_frames(
         for start in range(0, count, batch_size):
             stop = min(count, start + batch_size)
             n = stop - start
+            if before_batch is not None:
+                before_batch(start, stop)
             if planes_once is not None:
                 ws_batch, planes = ws.expand(n, -1, -1), planes_once.expand(n, *planes_once.shape[1:])
             else:
