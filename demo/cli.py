@@ -18,7 +18,6 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from demo.errors import CheckpointError, DemoError, InputError
 from demo.progress import ProgressFn
@@ -263,26 +262,33 @@ def _load_model(args: argparse.Namespace):
         return load_generator(args.model, device=device, progress=progress)
 
 
-def _add_latent_options(parser: argparse.ArgumentParser, *, ws_nargs: str | None = None) -> None:
+def _add_latent_options(parser: argparse.ArgumentParser, *, ws_nargs: str | None = None, faces: bool = False) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--seeds", default="0", help="seeds and ranges, e.g. '0-3,7' (default 0)")
     source.add_argument("--z", type=Path, help="latents z as .npy, shape (N, z_dim)")
     source.add_argument(
         "--ws", type=Path, nargs=ws_nargs, help="latents ws as .npy, shape (N, num_ws, w_dim) (no truncation applied)"
     )
+    if faces:
+        source.add_argument(
+            "--faces", type=Path, nargs="+", metavar="FILE",
+            help="face files (.face.safetensors from invert, the app or generate's faces; ws .npy accepted too): "
+            "photo faces bring their tuned weights and camera",
+        )
     parser.add_argument("--trunc", type=_psi_arg, default=0.7, help="truncation psi (default 0.7)")
     parser.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N ws (default all)")
 
 
-def _latents(args: argparse.Namespace, model) -> list[tuple[str, Any]]:
-    """(name, ws (1, num_ws, w_dim) numpy) per identity from --seeds / --z / --ws."""
-    import numpy as np
-
+def _faces(args: argparse.Namespace, model) -> list:
+    """One :class:`~demo.tasks.face.Face` per identity from --faces / --ws / --z / --seeds."""
     from demo import media
-    from demo.tasks.sample import parse_seeds, ws_from_z, z_from_seed
+    from demo.tasks.face import face_from_seed, face_from_ws, load_face
+    from demo.tasks.sample import parse_seeds, ws_from_z
 
+    if getattr(args, "faces", None):
+        return [load_face(path, model) for path in args.faces]
     if args.ws is not None:
-        named = []
+        faces = []
         for path in args.ws if isinstance(args.ws, list) else [args.ws]:
             array = media.load_npy(path)
             if array.ndim == 2:
@@ -293,14 +299,22 @@ def _latents(args: argparse.Namespace, model) -> list[tuple[str, Any]]:
                 )
             stem = Path(path).stem.removesuffix("_ws")
             for index in range(len(array)):
-                named.append((stem if len(array) == 1 else f"{stem}_{index:02d}", array[index : index + 1].astype(np.float32)))
-        return named
+                name = stem if len(array) == 1 else f"{stem}_{index:02d}"
+                faces.append(face_from_ws(model, array[index : index + 1], name=name, source={"kind": "ws-file", "file": Path(path).name}))
+        return faces
     if args.z is not None:
         z_all = media.load_npy(args.z, shape=(-1, model.z_dim))
-        items = [(media.output_stem(None, index=i), z_all[i : i + 1]) for i in range(len(z_all))]
-    else:
-        items = [(media.output_stem(seed), z_from_seed(seed, model.z_dim)) for seed in parse_seeds(args.seeds)]
-    return [(name, ws_from_z(model, z, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff)) for name, z in items]
+        return [
+            face_from_ws(
+                model, ws_from_z(model, z_all[i : i + 1], truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff),
+                name=media.output_stem(None, index=i), source={"kind": "z-file", "file": args.z.name, "index": i},
+            )
+            for i in range(len(z_all))
+        ]
+    return [
+        face_from_seed(model, seed, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff)
+        for seed in parse_seeds(args.seeds)
+    ]
 
 
 def _add_generate(parser: argparse.ArgumentParser) -> None:
@@ -384,8 +398,9 @@ def _add_video(parser: argparse.ArgumentParser) -> None:
     from demo.tasks.video import TRAJECTORIES
 
     _add_model_options(parser)
-    _add_latent_options(parser, ws_nargs="+")
-    parser.add_argument("--trajectory", choices=TRAJECTORIES, default="orbit", help="camera path (default: official orbit)")
+    _add_latent_options(parser, ws_nargs="+", faces=True)
+    parser.add_argument("--trajectory", choices=TRAJECTORIES, default="orbit",
+                        help="camera path (default: official orbit); centred on a photo face's own view")
     parser.add_argument("--yaw-range", type=float, default=35.0, help="yaw amplitude for 'yaw', degrees")
     parser.add_argument("--pitch-deg", type=float, default=0.0, help="pitch for 'yaw' and '360', degrees")
     parser.add_argument("--yaw-keys", type=_float_list, default=[], help="keyframe yaws, e.g. -30,0,30 ('keyframes')")
@@ -396,23 +411,24 @@ def _add_video(parser: argparse.ArgumentParser) -> None:
 
 def _cmd_video(args: argparse.Namespace) -> int:
     from demo import media
-    from demo.tasks import video
+    from demo.tasks.face import face_trajectory, rotate_face
+    from demo.tasks.video import make_trajectory
 
-    trajectory = video.make_trajectory(
-        args.trajectory, args.frames, yaw_range_deg=args.yaw_range, pitch_deg=args.pitch_deg,
-        yaw_keys_deg=args.yaw_keys, pitch_keys_deg=args.pitch_keys,
-    )
+    options = dict(yaw_range_deg=args.yaw_range, pitch_deg=args.pitch_deg, yaw_keys_deg=args.yaw_keys,
+                   pitch_keys_deg=args.pitch_keys)
+    make_trajectory(args.trajectory, args.frames, **options)  # bad options fail before the model loads
     model = _load_model(args)
-    identities = _latents(args, model)
+    faces = _faces(args, model)
     out = media.check_writable_dir(args.outdir)
     with _progress_bar() as progress:
-        for index, (name, ws) in enumerate(identities):
-            stem = f"{name}_{trajectory.name}"
-            result = video.render_video(
-                model, ws, trajectory, out / f"{stem}.mp4", mode=args.mode, fps=args.fps,
+        for index, face in enumerate(faces):
+            trajectory = face_trajectory(face, args.trajectory, args.frames, **options)
+            stem = f"{face.name}_{trajectory.name}"
+            result = rotate_face(
+                model, face, trajectory, out / f"{stem}.mp4", mode=args.mode, fps=args.fps,
                 depth_multiplier=args.depth_mult, batch_size=args.batch, gif=args.gif, full_turn=args.any_angle,
                 frames_dir=out / f"{stem}_frames" if args.save_frames else None,
-                progress=_item_progress(progress, index, len(identities), name),
+                progress=_item_progress(progress, index, len(faces), face.name),
             )
             print(f"wrote {result.path} ({result.num_frames} frames, {result.fps:g} fps)")
     return 0
@@ -422,8 +438,14 @@ def _add_multiview(parser: argparse.ArgumentParser) -> None:
     from demo.tasks.video import RENDER_MODES
 
     _add_model_options(parser)
-    _add_latent_options(parser, ws_nargs="+")
-    parser.add_argument("--inputs", type=Path, help="a folder of ws .npy files (one identity per file)")
+    _add_latent_options(parser, ws_nargs="+", faces=True)
+    parser.add_argument("--inputs", type=Path, help="a folder of ws .npy or .face.safetensors files (one identity per file)")
+    parser.add_argument(
+        "--photos", type=Path, metavar="DIR",
+        help="a photo or a folder of photos: each is reconstructed (see invert; --pti, --w-steps, --pti-steps, --encoder) "
+        "and its person rendered from every view; a photo without a usable face is reported and skipped",
+    )
+    _add_photo_options(parser)
     parser.add_argument("--yaws", type=_float_list, default=[-30.0, 0.0, 30.0], help="yaw angles, degrees (default -30,0,30; write --yaws=-30,0,30 when the list starts with a minus)")
     parser.add_argument("--pitches", type=_float_list, default=[0.0], help="pitch angles, degrees (default 0)")
     parser.add_argument("--paired", action="store_true", help="pair yaws[i] with pitches[i] instead of the full grid")
@@ -437,29 +459,65 @@ def _add_multiview(parser: argparse.ArgumentParser) -> None:
 def _cmd_multiview(args: argparse.Namespace) -> int:
     from demo import media
     from demo.tasks import video
+    from demo.tasks.face import multiview_face
 
     views = video.view_list(args.yaws, args.pitches, paired=args.paired)
+    if args.photos is not None and (args.inputs is not None or args.faces or args.ws or args.z):
+        raise InputError("--photos makes the identities; leave out --inputs, --faces, --ws and --z.")
+    if args.photos is None:
+        _photo_options_unused(args)
     if args.inputs is not None:
-        files = sorted(args.inputs.glob("*.npy")) if args.inputs.is_dir() else []
+        files = sorted(p for p in args.inputs.iterdir() if p.name.endswith((".npy", ".face.safetensors"))) if args.inputs.is_dir() else []
         if not files:
-            raise InputError(f"{args.inputs} holds no .npy latent files.")
-        args.ws = files
-    model = _load_model(args)
-    identities = _latents(args, model)
+            raise InputError(f"{args.inputs} holds no .npy latent or .face.safetensors files.")
+        args.faces = files
+    photos = _photo_inputs(args.photos) if args.photos is not None else []
+    settings = _photo_settings(args) if photos else None
     out = media.check_writable_dir(args.outdir)
+    model = _load_model(args)
+    skipped: list[dict[str, str]] = []
+
+    def grid(face, progress) -> None:
+        result = multiview_face(
+            model, face, views, out / face.name, mode=args.mode, fov_deg=args.fov_deg, batch_size=args.batch,
+            full_turn=args.any_angle, progress=progress,
+        )
+        print(f"wrote {len(result.images)} views to {result.folder}")
+
     with _progress_bar() as progress:
-        for index, (name, ws) in enumerate(identities):
-            result = video.render_multiview(
-                model, ws, views, out / name, stem=name, mode=args.mode, fov_deg=args.fov_deg, batch_size=args.batch,
-                full_turn=args.any_angle, progress=_item_progress(progress, index, len(identities), name),
-            )
-            print(f"wrote {len(result.images)} views to {result.folder}")
+        if photos:
+            encoder, _ = _photo_encoder(args, model)
+            for index, path in enumerate(photos):
+                item = _item_progress(progress, index, len(photos), path.stem)
+                try:
+                    reconstruction = _reconstruct(args, model, encoder, settings, path, lambda f, m: item(0.8 * f, m))
+                except InputError as error:
+                    print(f"skipped {path.name}: {error}", file=sys.stderr)  # one bad photo does not stop a folder
+                    skipped.append({"input": str(path), "error": str(error)})
+                    continue
+                face = reconstruction.face
+                face.save(out / face.name / face.name)
+                grid(face, lambda f, m: item(0.8 + 0.2 * f, m))
+        else:
+            faces = _faces(args, model)
+            for index, face in enumerate(faces):
+                grid(face, _item_progress(progress, index, len(faces), face.name))
+    if photos:
+        media.save_json(out / "multiview.json", {"model": str(args.model), "photos": [str(p) for p in photos], "skipped": skipped})
+        if len(skipped) == len(photos):
+            raise InputError(f"None of the {len(photos)} photos could be reconstructed (see the messages above).")
+        if skipped:
+            print(f"skipped {len(skipped)} of {len(photos)} photos (listed in {out / 'multiview.json'})")
     return 0
 
 
 def _add_interpolate(parser: argparse.ArgumentParser) -> None:
     _add_model_options(parser)
-    _add_latent_options(parser, ws_nargs="+")
+    _add_latent_options(parser, ws_nargs="+", faces=True)
+    parser.add_argument(
+        "--with-seeds", default=None, metavar="SEEDS",
+        help="with --faces: seeds to visit after the faces, e.g. 7 (a photo face -> seed 7 morph)",
+    )
     parser.add_argument("--interp", choices=("linear", "slerp", "cubic-loop"), default="linear",
                         help="latent path: linear or spherical in W, or gen_videos' looping cubic")
     parser.add_argument("--loop", action="store_true", help="return to the first identity at the end (linear/slerp)")
@@ -470,31 +528,33 @@ def _add_interpolate(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_interpolate(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from demo import media
     from demo.tasks import video
-    from demo.tasks.interpolate import interpolation_path
+    from demo.tasks.face import face_from_seed, morph_faces
+    from demo.tasks.sample import parse_seeds
 
     trajectory = video.make_trajectory(args.trajectory, args.frames)
+    if args.with_seeds is not None and not args.faces:
+        raise InputError("--with-seeds adds seeds after --faces; without face files use --seeds.")
+    extra_seeds = parse_seeds(args.with_seeds) if args.with_seeds else []
     model = _load_model(args)
-    identities = _latents(args, model)
-    if len(identities) < 2 and args.interp != "cubic-loop":
-        raise InputError("Interpolation needs at least two identities (e.g. --seeds 0,5 or two --ws files).")
-    keyframes = np.concatenate([ws for _, ws in identities])
-    path = interpolation_path(keyframes, args.frames, mode=args.interp, loop=args.loop)
+    faces = _faces(args, model) + [
+        face_from_seed(model, seed, truncation_psi=args.trunc, truncation_cutoff=args.trunc_cutoff) for seed in extra_seeds
+    ]
+    if len(faces) < 2 and args.interp != "cubic-loop":
+        raise InputError("Interpolation needs at least two identities (e.g. --seeds 0,5, two --ws files, or --faces F --with-seeds 7).")
     out = media.check_writable_dir(args.outdir)
-    stem = "interp_" + "-".join(name for name, _ in identities[:6])
+    stem = "interp_" + "-".join(face.name for face in faces[:6])
     with _progress_bar() as progress:
-        result = video.render_video(
-            model, path.astype(np.float32), trajectory, out / f"{stem}.mp4", mode=args.mode, fps=args.fps,
-            depth_multiplier=args.depth_mult, batch_size=args.batch, gif=args.gif, full_turn=args.any_angle,
-            frames_dir=out / f"{stem}_frames" if args.save_frames else None, progress=progress,
+        result = morph_faces(
+            model, faces, args.frames, trajectory, out / f"{stem}.mp4", mode=args.interp, loop=args.loop,
+            render_mode=args.mode, fps=args.fps, depth_multiplier=args.depth_mult, batch_size=args.batch, gif=args.gif,
+            full_turn=args.any_angle, frames_dir=out / f"{stem}_frames" if args.save_frames else None, progress=progress,
         )
-    strip = video.frame_strip(media.read_video_frames(result.path), args.strip)
+    strip = video.frame_strip(media.read_video_frames(result.video.path), args.strip)
     media.save_png(out / f"{stem}_strip.png", strip)
-    media.save_npy(out / f"{stem}_ws.npy", path.astype(np.float32))
-    print(f"wrote {result.path} ({result.num_frames} frames) and {stem}_strip.png")
+    media.save_npy(out / f"{stem}_ws.npy", result.ws)
+    print(f"wrote {result.video.path} ({result.video.num_frames} frames) and {stem}_strip.png")
     return 0
 
 
@@ -565,42 +625,54 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 # Written out so that building the parser does not import torch; tests check they match the library's.
-_INVERT_PRESETS = ("fast", "balanced", "best")
+_INVERT_PRESETS = ("none", "fast", "balanced", "best")
 _ENCODER_KINDS = ("conv", "vit")
 
 
-def _add_invert(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", type=Path, metavar="PHOTO_OR_FOLDER", help="a photo, or a folder of photos (png/jpg/webp/...)")
-    _add_model_options(parser)
+def _add_photo_options(parser: argparse.ArgumentParser) -> None:
+    """How photos become faces: the same options for invert and multiview --photos."""
     parser.add_argument(
         "--encoder", default=None, metavar="PATH",
         help="encoder folder or encoder.safetensors (default: checkpoints/<model>/encoder.safetensors if present; 'none' = w_avg start)",
     )
     parser.add_argument(
-        "--pti", choices=(*_INVERT_PRESETS, "none"), default="fast",
-        help="optimisation preset: fast (fits a 60 s GPU slot), balanced, best (500 + 350 steps); none = encoder only",
+        "--pti", choices=_INVERT_PRESETS, default=None,
+        help="optimisation preset: none (projection only, no generator tuning), fast (fits a 60 s GPU slot; default), "
+        "balanced, best (500 + 350 steps); --pti none --w-steps 0 is the encoder's answer alone",
     )
     parser.add_argument("--w-steps", type=int, default=None, help="projection steps (overrides the preset)")
     parser.add_argument("--pti-steps", type=int, default=None, help="generator tuning steps (overrides the preset)")
-    parser.add_argument("--space", choices=("w", "w+"), default="w", help="latent space of the projection (default w)")
-    parser.add_argument(
-        "--aligned", action="store_true",
-        help="inputs are already aligned square crops (no face detection); cameras from --camera, <stem>.npy or "
-        "<stem>_camera.npy beside each image, --yaw-deg/--pitch-deg, or the encoder",
-    )
-    parser.add_argument("--camera", type=Path, default=None, help="--aligned with one input: its 25-number camera .npy")
-    parser.add_argument("--yaw-deg", type=float, default=None, help="--aligned: camera yaw in degrees (+ = camera to the face's left)")
-    parser.add_argument("--pitch-deg", type=float, default=None, help="--aligned: camera pitch in degrees (- = camera above)")
-    parser.add_argument("--mesh", action="store_true", help="also write a coloured mesh (.glb) of the result")
-    parser.add_argument("--mesh-res", type=_resolution_arg, default=256, help="mesh grid points per side (default 256)")
-    parser.add_argument("--video", action="store_true", help="also write an orbit video (.mp4) of the result")
-    parser.add_argument("--frames", type=int, default=120, help="video frames (default 120)")
+    parser.add_argument("--space", choices=("w", "w+"), default=None, help="latent space of the projection (default w)")
     parser.add_argument("--time-budget", type=float, default=None, metavar="SECONDS", help="stop optimising after this long")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the optimisation noise (default 0)")
-    parser.add_argument("--outdir", type=Path, required=True, help="output folder (created)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the optimisation noise (default 0)")
 
 
-def _invert_inputs(path: Path) -> list[Path]:
+def _photo_options_unused(args: argparse.Namespace) -> None:
+    given = [name for name in ("encoder", "pti", "w_steps", "pti_steps", "space", "time_budget", "seed") if getattr(args, name) is not None]
+    if given:
+        raise InputError(f"--{given[0].replace('_', '-')} is for --photos (reconstructing photos).")
+
+
+def _photo_settings(args: argparse.Namespace):
+    from demo.tasks.invert import InversionSettings
+
+    return InversionSettings.from_preset(
+        args.pti or "fast", w_steps=args.w_steps, pti_steps=args.pti_steps, space=args.space,
+        time_budget_s=args.time_budget, seed=args.seed,
+    )
+
+
+def _photo_encoder(args: argparse.Namespace, model):
+    """(encoder or None, its path or None) from --encoder, else the model's own when it has one."""
+    from demo.tasks.train_encoder import find_encoder, load_encoder
+
+    path = None if args.encoder == "none" else Path(args.encoder) if args.encoder else find_encoder(str(args.model))
+    encoder = load_encoder(path, device=model.device, model=model) if path is not None else None
+    print(f"encoder: {path if encoder is not None else 'none (starting from w_avg)'}", file=sys.stderr)
+    return encoder, path
+
+
+def _photo_inputs(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
         if not files:
@@ -611,17 +683,35 @@ def _invert_inputs(path: Path) -> list[Path]:
     return [path]
 
 
-def _aligned_image(path: Path):
-    import numpy as np
+def _reconstruct(args: argparse.Namespace, model, encoder, settings, path: Path, progress, *, aligned: bool = False, camera=None):
+    """One photo -> a PhotoReconstruction, with its warnings printed."""
+    from demo.tasks.photo import reconstruct_photo
 
-    from demo import media
+    reconstruction = reconstruct_photo(
+        model, path, settings, encoder=encoder, aligned=aligned, camera=camera, progress=progress,
+    )
+    for warning in reconstruction.warnings:
+        print(f"warning: {path.name}: {warning}", file=sys.stderr)
+    return reconstruction
 
-    image = media.load_png(path)
-    if image.dtype != np.uint8:
-        raise InputError(f"{path}: 16-bit images are not supported for --aligned crops; save it as 8-bit RGB.")
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    return image[..., :3]
+
+def _add_invert(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", type=Path, metavar="PHOTO_OR_FOLDER", help="a photo, or a folder of photos (png/jpg/webp/...)")
+    _add_model_options(parser)
+    _add_photo_options(parser)
+    parser.add_argument(
+        "--aligned", action="store_true",
+        help="inputs are already aligned square crops (no face detection); cameras from --camera, <stem>.npy or "
+        "<stem>_camera.npy beside each image, --yaw-deg/--pitch-deg, or the encoder",
+    )
+    parser.add_argument("--camera", type=Path, default=None, help="--aligned with one input: its 25-number camera .npy")
+    parser.add_argument("--yaw-deg", type=float, default=None, help="--aligned: camera yaw in degrees (+ = camera to the face's left)")
+    parser.add_argument("--pitch-deg", type=float, default=None, help="--aligned: camera pitch in degrees (- = camera above)")
+    parser.add_argument("--mesh", action="store_true", help="also write a coloured mesh (.glb) of the result")
+    parser.add_argument("--mesh-res", type=_resolution_arg, default=256, help="mesh grid points per side (default 256)")
+    parser.add_argument("--video", action="store_true", help="also write an orbit video (.mp4) around the photo's view")
+    parser.add_argument("--frames", type=int, default=120, help="video frames (default 120)")
+    parser.add_argument("--outdir", type=Path, required=True, help="output folder (created)")
 
 
 def _aligned_camera(args: argparse.Namespace, model, path: Path, count: int):
@@ -643,103 +733,27 @@ def _aligned_camera(args: argparse.Namespace, model, path: Path, count: int):
     return None
 
 
-def _invert_one(args: argparse.Namespace, model, encoder, faces, path: Path, count: int, out: Path, progress) -> dict:
-    """Align (or read) one input, invert it, write its files; returns its invert.json record."""
-    import torch
-
-    from demo import media
-    from demo.cameras import Camera
-    from demo.tasks import invert as invert_task
-    from demo.tasks.sample import sample_images
-
-    stem = path.stem
-    warnings: list[str] = []
-    yaw_deg = pitch_deg = None
-    if faces is not None:
-        try:
-            aligned = faces.align_face(path, size=512)
-        except ImportError as error:
-            raise InputError(f"Photo alignment is not available ({error}); pass aligned crops with --aligned.") from None
-        image, camera = aligned.image, aligned.camera
-        yaw_deg, pitch_deg = float(aligned.yaw_deg), float(aligned.pitch_deg)
-        warnings.extend(aligned.warnings)
-    else:
-        image = _aligned_image(path)
-        camera = _aligned_camera(args, model, path, count)
-    w_steps, pti_steps, preset = (0, 0, "fast") if args.pti == "none" else (args.w_steps, args.pti_steps, args.pti)
-    result = invert_task.invert(
-        model, image, camera, encoder=encoder, preset=preset, w_steps=w_steps, pti_steps=pti_steps,
-        space=args.space, time_budget_s=args.time_budget, progress=progress,
-        rng=torch.Generator(device=model.device).manual_seed(args.seed),
-    )
-    written = [
-        media.save_png(out / f"{stem}_aligned.png", image),
-        media.save_npy(out / f"{stem}_camera.npy", result.camera),
-        media.save_npy(out / f"{stem}_ws.npy", result.ws),
-    ]
-    tuned = model
-    if result.weight_delta:  # float16 halves the file; a PTI delta needs no more (see InversionResult.save)
-        written.append(result.save(out / f"{stem}_tuned.safetensors", dtype=torch.float16))
-        written.append(out / f"{stem}_tuned.json")
-        tuned = result.apply_to(model, check=False)
-    render = sample_images(tuned, ws=result.ws, camera=Camera.from_label(result.camera).to(model.device))
-    written.append(media.save_png(out / f"{stem}_render.png", media.image_to_uint8(render.images[0])))
-    if args.mesh:
-        from demo.tasks.mesh import export_mesh, extract_mesh
-
-        written.append(export_mesh(extract_mesh(tuned, result.ws, resolution=args.mesh_res), out / f"{stem}.glb"))
-    if args.video:
-        from demo.tasks import video
-
-        written.append(video.render_video(tuned, result.ws, video.official_orbit(args.frames), out / f"{stem}_orbit.mp4").path)
-    for warning in warnings:
-        print(f"warning: {path.name}: {warning}", file=sys.stderr)
-    print(
-        f"{path.name}: PSNR {result.psnr_start:.2f} -> {result.psnr_projected:.2f} (projection) -> "
-        f"{result.psnr_tuned:.2f} dB (tuned), {result.seconds:.1f} s; wrote {len(written)} files"
-    )
-    return {
-        "input": str(path), "aligned": bool(args.aligned), "yaw_deg": yaw_deg, "pitch_deg": pitch_deg,
-        "warnings": warnings, "psnr_start": result.psnr_start, "psnr_projected": result.psnr_projected,
-        "psnr_tuned": result.psnr_tuned, "stopped": result.stopped, "seconds": round(result.seconds, 3),
-        "settings": result.settings, "files": [Path(p).name for p in written],
-    }
-
-
 def _cmd_invert(args: argparse.Namespace) -> int:
     from demo import media
-    from demo.tasks import invert as invert_task
-    from demo.tasks.train_encoder import find_encoder, load_encoder
+    from demo.tasks.photo import save_reconstruction
 
-    files = _invert_inputs(args.inputs)
+    files = _photo_inputs(args.inputs)
     if not args.aligned and (args.camera is not None or args.yaw_deg is not None or args.pitch_deg is not None):
         raise InputError("--camera, --yaw-deg and --pitch-deg are for --aligned crops; photos get their camera from the face.")
-    if args.pti != "none":
-        invert_task.resolve_preset(args.pti, w_steps=args.w_steps, pti_steps=args.pti_steps)  # fail before loading
+    settings = _photo_settings(args)  # fails before loading
     if args.frames < 1:
         raise InputError("--frames must be at least 1.")
-    faces = None
-    if not args.aligned:
-        try:
-            from demo.tasks import faces
-        except ImportError as error:
-            raise InputError(
-                f"Photo alignment is not available ({error}). Install the face landmark dependencies "
-                "(pip install -r requirements.txt), or pass already aligned crops with --aligned."
-            ) from None
     out = media.check_writable_dir(args.outdir)
     model = _load_model(args)
-    encoder_path = None if args.encoder == "none" else Path(args.encoder) if args.encoder else find_encoder(str(args.model))
-    encoder = load_encoder(encoder_path, device=model.device, model=model) if encoder_path is not None else None
-    if encoder is None and args.pti == "none":
-        raise InputError("--pti none needs an encoder (--encoder PATH); without one the result would be the average face.")
-    print(f"encoder: {encoder_path if encoder is not None else 'none (starting from w_avg)'}", file=sys.stderr)
+    encoder, encoder_path = _photo_encoder(args, model)
     records, skipped = [], []
     with _progress_bar() as progress:
         for index, path in enumerate(files):
+            item = _item_progress(progress, index, len(files), path.stem)
             try:
-                record = _invert_one(
-                    args, model, encoder, faces, path, len(files), out, _item_progress(progress, index, len(files), path.stem)
+                camera = _aligned_camera(args, model, path, len(files)) if args.aligned else None
+                reconstruction = _reconstruct(
+                    args, model, encoder, settings, path, lambda f, m: item(0.8 * f, m), aligned=args.aligned, camera=camera,
                 )
             except InputError as error:
                 if len(files) == 1:
@@ -747,7 +761,20 @@ def _cmd_invert(args: argparse.Namespace) -> int:
                 print(f"skipped {path.name}: {error}", file=sys.stderr)  # one bad photo does not stop a folder
                 skipped.append({"input": str(path), "error": str(error)})
                 continue
-            records.append({**record, "encoder": str(encoder_path) if encoder is not None else None})
+            written = save_reconstruction(
+                model, reconstruction, out, shapes=args.mesh, shape_resolution=args.mesh_res,
+                video_frames=args.frames if args.video else None, model_name=str(args.model),
+                progress=lambda f, m: item(0.8 + 0.2 * f, m),
+            )
+            inversion = reconstruction.inversion
+            print(
+                f"{path.name}: PSNR {inversion.psnr_start:.2f} -> {inversion.psnr_projected:.2f} (projection) -> "
+                f"{inversion.psnr_tuned:.2f} dB (tuned), {inversion.seconds:.1f} s; wrote {len(written)} files"
+            )
+            records.append({
+                "input": str(path), "aligned": bool(args.aligned), **reconstruction.record(),
+                "encoder": str(encoder_path) if encoder is not None else None, "files": [Path(p).name for p in written],
+            })
     media.save_json(out / "invert.json", {
         "model": str(args.model), "inputs": records, "skipped": skipped, "camera": "EG3D label, shape (25,)",
         "ws_shape": [1, model.num_ws, model.w_dim],

@@ -265,9 +265,9 @@ def test_train_encoder_cli_trains_and_resumes(tmp_path, capsys):
 
     media.save_png(image, np.full((32, 32, 3), 90, np.uint8))
     assert cli.main(["invert", str(image), "--model", "tiny", "--aligned", "--encoder", str(out), "--pti", "none",
-                     "--outdir", str(tmp_path / "inv"), "--device", "cpu"]) == 0
+                     "--w-steps", "0", "--outdir", str(tmp_path / "inv"), "--device", "cpu"]) == 0  # the encoder's answer
     record = json.loads((tmp_path / "inv" / "invert.json").read_text())["inputs"][0]
-    assert record["encoder"] == str(out) and record["settings"]["w_steps"] == 0
+    assert record["encoder"] == str(out) and record["settings"]["w_steps"] == 0 and record["start"] == "encoder"
 
 
 def test_train_encoder_cli_errors(tmp_path, capsys):

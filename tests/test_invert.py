@@ -22,12 +22,13 @@ from demo.cameras import Camera
 from demo.errors import InputError
 from demo.networks.encoder import EncoderConfig, ImageEncoder
 from demo.tasks import invert as invert_task
-from demo.weights.store import model_fingerprint
-from demo.tasks.invert import InversionResult, encode, estimate_w_avg, invert, ms_ssim, ms_ssim_distance, psnr
+from demo.tasks.face import FACE_SUFFIX, load_face
+from demo.tasks.invert import InversionSettings, encode, invert
+from demo.tasks.losses import ms_ssim, ms_ssim_distance, psnr
 from demo.tasks.mesh import extract_mesh
-from demo.tasks.sample import default_conditioning, sample_images, view_camera, z_from_seed
+from demo.tasks.sample import default_conditioning, estimate_w_avg, sample_images, view_camera, z_from_seed
 from demo.tasks.video import render_video, static
-from demo.weights.store import build_tiny_generator
+from demo.weights.store import build_tiny_generator, model_fingerprint
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -64,7 +65,7 @@ def test_pti_from_w_avg_raises_psnr(inverted):
     assert result.start == "w_avg"
     assert result.psnr_projected > result.psnr_start + 2.0
     assert result.psnr_tuned > result.psnr_projected + 2.0
-    assert result.psnr_after - result.psnr_before > 5.0
+    assert result.psnr_tuned - result.psnr_start > 5.0
     assert len(result.w_losses) == 40 and 0 < len(result.pti_losses) <= 40
     assert np.mean(result.w_losses[-5:]) < np.mean(result.w_losses[:5])
     assert np.mean(result.pti_losses[-5:]) < np.mean(result.pti_losses[:5])
@@ -90,40 +91,45 @@ def test_result_renders_with_existing_tasks(inverted, tmp_path):
     assert video.path.is_file() and video.num_frames == 2
 
 
-def test_delta_save_load_round_trip(inverted, tmp_path):
+def test_face_file_round_trip(inverted, tmp_path):
     model, _, camera, _, result = inverted
-    path = result.save(tmp_path / "face_tuned")
-    assert path.name == "face_tuned.safetensors" and path.with_suffix(".json").is_file()
-    meta = json.loads(path.with_suffix(".json").read_text())
-    assert meta["psnr_tuned"] == pytest.approx(result.psnr_tuned) and meta["delta_tensors"] == len(result.weight_delta)
-    loaded = InversionResult.load(path)
+    face = result.to_face("me", {"photo": "me.jpg"})
+    path = face.save(tmp_path / "me")
+    assert path.name == "me" + FACE_SUFFIX and len(list(tmp_path.iterdir())) == 1  # one file
+    loaded = load_face(path, model)
     np.testing.assert_array_equal(loaded.ws, result.ws)
     np.testing.assert_array_equal(loaded.camera, result.camera)
-    assert loaded.w_losses == result.w_losses and loaded.pti_losses == result.pti_losses
-    assert loaded.base_fingerprint == result.base_fingerprint
+    assert loaded.source["psnr_tuned"] == pytest.approx(result.psnr_tuned) and loaded.source["photo"] == "me.jpg"
+    assert loaded.source["settings"]["w_steps"] == 40 and loaded.base_fingerprint == result.base_fingerprint
+    assert set(loaded.weight_delta) == set(result.weight_delta)
+    assert all(t.dtype == torch.float32 for t in loaded.weight_delta.values())
+    # The delta is stored in float16 by default: renders within a hair of the exact tuned weights.
     first = sample_images(result.apply_to(model), ws=result.ws, camera=camera).images
-    second = sample_images(loaded.apply_to(model), ws=loaded.ws, camera=Camera.from_label(loaded.camera)).images
-    np.testing.assert_array_equal(first, second)
-    # Half precision halves the file and renders within a hair of it.
-    half = InversionResult.load(result.save(tmp_path / "half.safetensors", dtype=torch.float16))
-    third = sample_images(half.apply_to(model), ws=half.ws, camera=camera).images
-    assert np.abs(third - first).max() < 1e-2
-    assert (tmp_path / "half.safetensors").stat().st_size < 0.7 * path.stat().st_size
+    second = sample_images(loaded.generator(model), ws=loaded.ws, camera=Camera.from_label(loaded.camera)).images
+    assert np.abs(second - first).max() < 1e-2
+    exact = load_face(face.save(tmp_path / "exact", delta_dtype=torch.float32), model)
+    third = sample_images(exact.generator(model), ws=exact.ws, camera=camera).images
+    np.testing.assert_array_equal(first, third)
+    assert path.stat().st_size < 0.7 * (tmp_path / ("exact" + FACE_SUFFIX)).stat().st_size
 
 
 def test_apply_to_refuses_another_generator(inverted):
     result = inverted[4]
-    with pytest.raises(InputError, match="another generator"):
+    with pytest.raises(InputError, match="another checkpoint"):
         result.apply_to(build_tiny_generator(seed=1))
 
 
-def test_load_refuses_missing_or_foreign_files(tmp_path):
+def test_load_refuses_missing_or_foreign_files(tmp_path, tiny_generator):
     with pytest.raises(InputError, match="does not exist"):
-        InversionResult.load(tmp_path / "nothing.safetensors")
-    (tmp_path / "x.safetensors").write_bytes(b"")
-    (tmp_path / "x.json").write_text(json.dumps({"format": "other"}))
-    with pytest.raises(InputError):
-        InversionResult.load(tmp_path / "x.safetensors")
+        load_face(tmp_path / ("nothing" + FACE_SUFFIX))
+    (tmp_path / ("x" + FACE_SUFFIX)).write_bytes(b"")
+    with pytest.raises(InputError, match="Cannot read the face file"):
+        load_face(tmp_path / ("x" + FACE_SUFFIX))
+    from safetensors.torch import save_file
+
+    save_file({"ws": torch.zeros(1, 8, 16)}, str(tmp_path / "other.safetensors"), metadata={"format": "other"})
+    with pytest.raises(InputError, match="not a face file"):
+        load_face(tmp_path / "other.safetensors")
 
 
 def test_plateau_and_time_budget_stop_early(tiny_generator):
@@ -192,8 +198,8 @@ def test_bad_cameras_are_refused(tiny_generator, camera, message):
 
 def test_bad_options_are_refused(tiny_generator):
     image, camera = np.zeros((32, 32, 3), np.uint8), view_camera(tiny_generator)
-    with pytest.raises(InputError, match="Unknown inversion preset 'quick'.*fast, balanced, best"):
-        invert(tiny_generator, image, camera, preset="quick")
+    with pytest.raises(InputError, match="Unknown inversion preset 'quick'.*none, fast, balanced, best"):
+        invert(tiny_generator, image, camera, settings="quick")
     with pytest.raises(InputError, match="w_steps"):
         invert(tiny_generator, image, camera, w_steps=-1)
     with pytest.raises(InputError, match="latent space"):
@@ -225,7 +231,10 @@ def test_ms_ssim():
 def test_presets_fit_their_documented_steps():
     assert invert_task.PRESETS["best"].w_steps == 500 and invert_task.PRESETS["best"].pti_steps == 350
     assert invert_task.PRESETS["fast"].w_steps + invert_task.PRESETS["fast"].pti_steps <= 200
+    assert invert_task.PRESETS["none"].pti_steps == 0 and invert_task.PRESETS["none"].w_steps > 0
     assert cli._INVERT_PRESETS == tuple(invert_task.PRESETS)
+    settings = InversionSettings.from_preset("balanced", w_steps=7, pti_steps=None)
+    assert (settings.preset, settings.w_steps, settings.pti_steps) == ("balanced", 7, 250)
 
 
 # --- CLI --------------------------------------------------------------------------------------------
@@ -250,16 +259,17 @@ def test_invert_cli_writes_the_documented_files(aligned_input, tmp_path, capsys)
         "--mesh", "--mesh-res", "16", "--video", "--frames", "2", "--outdir", str(out), "--device", "cpu",
     ])
     assert code == 0, capsys.readouterr().err
-    for name in ("face_aligned.png", "face_camera.npy", "face_ws.npy", "face_tuned.safetensors", "face_tuned.json",
-                 "face_render.png", "face.glb", "face_orbit.mp4", "invert.json"):
+    for name in ("face_3d.face.safetensors", "face_3d_aligned.png", "face_3d_camera.npy", "face_3d_ws.npy",
+                 "face_3d.png", "face_3d_depth.png", "face_3d.glb", "face_3d_orbit.mp4", "invert.json"):
         assert (out / name).is_file(), name
-    np.testing.assert_array_equal(media.load_npy(out / "face_camera.npy"), camera.to_label()[0].numpy())
-    assert media.load_npy(out / "face_ws.npy").shape == (1, 8, 16)
-    assert media.load_png(out / "face_render.png").shape == (32, 32, 3)
+    np.testing.assert_array_equal(media.load_npy(out / "face_3d_camera.npy"), camera.to_label()[0].numpy())
+    assert media.load_npy(out / "face_3d_ws.npy").shape == (1, 8, 16)
+    assert media.load_png(out / "face_3d.png").shape == (32, 32, 3)
     record = json.loads((out / "invert.json").read_text())["inputs"][0]
-    assert record["aligned"] and record["settings"]["w_steps"] == 4 and "face_ws.npy" in record["files"]
-    loaded = InversionResult.load(out / "face_tuned.safetensors")
+    assert record["aligned"] and record["settings"]["w_steps"] == 4 and "face_3d_ws.npy" in record["files"]
+    loaded = load_face(out / "face_3d.face.safetensors", build_tiny_generator())
     assert loaded.weight_delta and next(iter(loaded.weight_delta.values())).dtype == torch.float32
+    np.testing.assert_array_equal(loaded.ws, media.load_npy(out / "face_3d_ws.npy"))
     assert "PSNR" in capsys.readouterr().out
 
 
@@ -271,15 +281,15 @@ def test_invert_cli_yaw_pitch_and_errors(aligned_input, tmp_path, capsys):
             "--outdir", str(out), "--device", "cpu"]
     assert cli.main([*args, "--yaw-deg", "30", "--pitch-deg", "-5"]) == 0
     expected = view_camera(build_tiny_generator(), yaw_deg=30, pitch_deg=-5).to_label()[0].numpy()
-    np.testing.assert_allclose(media.load_npy(out / "face_camera.npy"), expected)
-    assert not (out / "face_tuned.safetensors").exists()  # no tuning, no delta
+    np.testing.assert_allclose(media.load_npy(out / "face_3d_camera.npy"), expected)
+    assert not load_face(out / "face_3d.face.safetensors").has_delta  # no tuning, no delta
     bad_camera = tmp_path / "bad.npy"
     np.save(bad_camera, np.zeros(24, np.float32))
     capsys.readouterr()
     assert cli.main([*args, "--camera", str(bad_camera)]) == 2
     assert "25 numbers" in capsys.readouterr().err
-    assert cli.main([*args[:-4], "--pti", "none", "--outdir", str(out), "--encoder", "none"]) == 2
-    assert "needs an encoder" in capsys.readouterr().err
+    assert cli.main([*args[:-4], "--pti", "none", "--outdir", str(out), "--encoder", "none"]) == 0  # projection only
+    assert json.loads((out / "invert.json").read_text())["inputs"][0]["settings"]["pti_steps"] == 0
     assert cli.main([*args, "--pti", "quick"]) == 2  # argparse refuses unknown presets
     assert cli.main(["invert", str(tmp_path / "missing.png"), "--model", "tiny", "--aligned", "--outdir", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -311,7 +321,7 @@ def test_invert_cli_photo_path_uses_faces(aligned_input, tmp_path, monkeypatch, 
                      "--outdir", str(out), "--device", "cpu"])
     assert code == 0
     assert calls == [(str(folder / "face.png"), 512)]
-    assert media.load_png(out / "face_aligned.png").shape == (512, 512, 3)
+    assert media.load_png(out / "face_3d_aligned.png").shape == (512, 512, 3)
     record = json.loads((out / "invert.json").read_text())["inputs"][0]
     assert record["yaw_deg"] == 20.0 and record["warnings"] == ["2 faces found; used the largest"]
     assert "2 faces found" in capsys.readouterr().err

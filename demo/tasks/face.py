@@ -339,34 +339,41 @@ def morph_faces(
     *,
     mode: InterpolationMode = "slerp",
     loop: bool = False,
+    render_mode: str = "image",
+    fps: float = 30.0,
+    depth_multiplier: int = 1,
+    batch_size: int = 4,
+    gif: bool = False,
+    frames_dir: str | Path | None = None,
+    full_turn: bool = False,
     progress: ProgressFn | None = None,
-    **options: Any,
 ) -> MorphResult:
-    """A morph video through ``faces``: ws interpolated in W, tuned-weight deltas blended with the same weights.
+    """A morph video through ``faces``: ws interpolated in W (``mode``), tuned-weight deltas blended alongside.
 
     Frame 0 is ``faces[0]`` exactly (its ws and, for a photo face, its tuned weights), and without
-    ``loop`` the last frame is ``faces[-1]`` exactly. Faces without a delta count as a zero delta, so
-    seed <-> photo morphs fade the tuning in or out. ``options`` go to ``render_frames`` / ``write_frames``
-    (``mode``-> ``render_mode``, ``fps``, ``batch_size``, ``gif``, ``frames_dir``, ``full_turn``).
+    ``loop`` the last frame is ``faces[-1]`` exactly. The deltas are blended with the piecewise-linear
+    keyframe weights of :func:`~demo.tasks.interpolate.keyframe_weights`; a face without a delta counts
+    as a zero delta, so a seed <-> photo morph fades the tuning in or out.
     """
     if not faces:
         raise InputError("Give at least one face to morph.")
     for face in faces:
         face.check_fits(model)
+    if not 0 < fps <= 240:
+        raise InputError(f"fps must be between 0 and 240; got {fps}.")
     keyframes = np.concatenate([face.ws for face in faces])
     ws_path = interpolation_path(keyframes, num_frames, mode=mode, loop=loop).astype(np.float32)
     weights = keyframe_weights(len(ws_path), len(faces), mode=mode, loop=loop)
-    write_options = {key: options.pop(key) for key in ("fps", "gif", "frames_dir") if key in options}
-    full_turn = options.pop("full_turn", False)
     check_view_range(model, trajectory.yaw_deg, trajectory.pitch_deg, full_turn=full_turn or model.config.is_full_head)
     cameras = trajectory_cameras(model, trajectory)
+    options = dict(mode=render_mode, depth_multiplier=depth_multiplier, progress=progress)
     if any(face.has_delta for face in faces):
-        blender = _DeltaBlender(model, faces, weights)
-        options["batch_size"] = 1  # the weights change every frame
-        frames = render_frames(blender.working, ws_path, cameras, before_batch=blender, progress=progress, **options)
+        blender = _DeltaBlender(model, faces, weights)  # the weights change every frame: one frame per batch
+        frames = render_frames(blender.working, ws_path, cameras, batch_size=1, before_batch=blender, **options)
     else:
-        frames = render_frames(model, ws_path, cameras, progress=progress, **options)
-    return MorphResult(video=write_frames(frames, path, **write_options), ws=ws_path, weights=weights)
+        frames = render_frames(model, ws_path, cameras, batch_size=batch_size, **options)
+    video = write_frames(frames, path, fps=fps, gif=gif, frames_dir=frames_dir)
+    return MorphResult(video=video, ws=ws_path, weights=weights)
 
 
 @dataclass(frozen=True, eq=False)

@@ -493,6 +493,8 @@ def _scaled(progress: ProgressFn | None, start: float, stop: float) -> ProgressF
     return lambda fraction, message: progress(start + (stop - start) * fraction, message)
 
 
+@torch.inference_mode(False)
+@torch.enable_grad()
 def invert(
     model: TriplaneGenerator,
     target_image: np.ndarray | torch.Tensor,

@@ -98,8 +98,6 @@ def reconstruct_photo(
         camera: aligned crops only: the crop's 25-number camera label.
         name: the face's name (default ``<photo stem>_3d``, or ``photo_3d``).
     """
-    from demo.tasks.faces import AlignedFace
-
     if isinstance(settings, str):
         settings = InversionSettings.from_preset(settings)
     if camera is not None and not aligned:
@@ -111,7 +109,7 @@ def reconstruct_photo(
         crop = _crop_array(photo)
         label = camera
     else:
-        face = photo if isinstance(photo, AlignedFace) else align_photo(photo)
+        face = photo if _is_aligned_face(photo) else align_photo(photo)
         crop, notes = face.image, tuple(face.warnings)
         yaw_deg, pitch_deg = float(face.yaw_deg), float(face.pitch_deg)
         # The pose's camera at this model's radius, pivot and focal length (the crop's framing is FFHQ's).
@@ -168,6 +166,11 @@ def save_reconstruction(
         written.append(rotate_face(model, face, trajectory, out / f"{face.name}_orbit.mp4").path)
     report(progress, 1.0, f"wrote {len(written)} files")
     return written
+
+
+def _is_aligned_face(photo: Any) -> bool:
+    """An ``AlignedFace`` from a guard step (duck-typed: crop image plus head pose)."""
+    return all(hasattr(photo, name) for name in ("image", "yaw_deg", "pitch_deg", "warnings"))
 
 
 def _crop_array(photo: Any) -> np.ndarray:
