@@ -282,26 +282,13 @@ def _add_latent_options(parser: argparse.ArgumentParser, *, ws_nargs: str | None
 def _faces(args: argparse.Namespace, model) -> list:
     """One :class:`~demo.tasks.face.Face` per identity from --faces / --ws / --z / --seeds."""
     from demo import media
-    from demo.tasks.face import face_from_seed, face_from_ws, load_face
+    from demo.tasks.face import face_from_seed, face_from_ws, load_faces
     from demo.tasks.sample import parse_seeds, ws_from_z
 
     if getattr(args, "faces", None):
-        return [load_face(path, model) for path in args.faces]
+        return load_faces(args.faces, model)
     if args.ws is not None:
-        faces = []
-        for path in args.ws if isinstance(args.ws, list) else [args.ws]:
-            array = media.load_npy(path)
-            if array.ndim == 2:
-                array = array[None]
-            if array.ndim != 3 or tuple(array.shape[1:]) != (model.num_ws, model.w_dim):
-                raise InputError(
-                    f"{path}: expected ws of shape (N, {model.num_ws}, {model.w_dim}) for this model, got {array.shape}."
-                )
-            stem = Path(path).stem.removesuffix("_ws")
-            for index in range(len(array)):
-                name = stem if len(array) == 1 else f"{stem}_{index:02d}"
-                faces.append(face_from_ws(model, array[index : index + 1], name=name, source={"kind": "ws-file", "file": Path(path).name}))
-        return faces
+        return load_faces(args.ws if isinstance(args.ws, list) else [args.ws], model)
     if args.z is not None:
         z_all = media.load_npy(args.z, shape=(-1, model.z_dim))
         return [

@@ -165,4 +165,4 @@ def test_bad_video_input_is_a_clean_error(tmp_path, capsys, argv):
 def test_wrong_latent_shape_is_a_clean_error(tmp_path, capsys):
     np.save(tmp_path / "bad.npy", np.zeros((1, 3, 5), np.float32))
     assert main(["video", "--model", "tiny", "--ws", str(tmp_path / "bad.npy"), "--outdir", str(tmp_path / "o")]) == 2
-    assert "expected ws of shape" in capsys.readouterr().err
+    assert "has shape (1, 3, 5); expected (1, 8, 16)" in capsys.readouterr().err

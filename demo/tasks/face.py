@@ -47,7 +47,7 @@ from demo.errors import InputError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.progress import ProgressFn
 from demo.tasks.generate import GenerateResult, generate_to_folder
-from demo.tasks.interpolate import InterpolationMode, interpolation_path, keyframe_weights
+from demo.tasks.interpolate import InterpolationMode, interpolation_path, keyframe_weights, load_keyframes
 from demo.tasks.sample import view_camera, ws_from_seeds
 from demo.tasks.video import (
     MultiviewResult,
@@ -224,12 +224,10 @@ def load_face(path: str | Path, model: TriplaneGenerator | None = None) -> Face:
     if path.suffix.lower() == ".npy":
         if model is None:
             raise ValueError("load_face: a ws.npy needs the model to check its shape")
-        ws = media.load_npy(path)
-        if ws.ndim == 2:
-            ws = ws[None]
-        if ws.ndim == 3 and len(ws) > 1:
-            raise InputError(f"{path.name} holds {len(ws)} identities; a face is one. Save one ws per file.")
-        return face_from_ws(model, ws, name=path.stem.removesuffix("_ws"), source={"kind": "ws-file", "file": path.name})
+        faces = load_faces([path], model)
+        if len(faces) > 1:
+            raise InputError(f"{path.name} holds {len(faces)} identities; a face is one. Save one ws per file.")
+        return faces[0]
     if path.stat().st_size > MAX_FACE_FILE_BYTES:
         raise InputError(f"{path.name} is {path.stat().st_size / 1e9:.1f} GB; a face file is at most {MAX_FACE_FILE_BYTES >> 20} MB.")
     try:
@@ -258,6 +256,21 @@ def load_face(path: str | Path, model: TriplaneGenerator | None = None) -> Face:
     if model is not None:
         face.check_fits(model)
     return face
+
+
+def load_faces(paths: Sequence[str | Path], model: TriplaneGenerator) -> list[Face]:
+    """Faces from face files and ws ``.npy`` files, in order; a ws file of N rows gives N faces (``<stem>_NN``)."""
+    faces: list[Face] = []
+    for path in map(Path, paths):
+        if path.suffix.lower() != ".npy":
+            faces.append(load_face(path, model))
+            continue
+        rows = load_keyframes([path], num_ws=model.num_ws, w_dim=model.w_dim)
+        stem = path.stem.removesuffix("_ws")
+        for index, ws in enumerate(rows):
+            name = stem if len(rows) == 1 else f"{stem}_{index:02d}"
+            faces.append(face_from_ws(model, ws[None], name=name, source={"kind": "ws-file", "file": path.name, "row": index}))
+    return faces
 
 
 # --- a face -> outputs ----------------------------------------------------------------------------
