@@ -6,6 +6,7 @@ session folder and the progress bar). Everything runs on the CPU with the tiny r
 
 from __future__ import annotations
 
+import json
 import logging
 import zipfile
 from pathlib import Path
@@ -27,7 +28,7 @@ from demo.weights.store import TINY_ID, build_tiny_generator, save_generator
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-NAMED_ENDPOINTS = {"/generate", "/random_seed", "/rotate", "/interpolate", "/align_photo", "/photo_to_3d"}
+NAMED_ENDPOINTS = {"/generate", "/random_seed", "/rotate", "/interpolate", "/align_photo", "/photo_to_3d", "/multiview"}
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +55,15 @@ def _generate(models, out_dir, **changes):
 
 
 def _rotate(models, out_dir, **changes):
-    args = {"model_id": TINY_ID, "seed": 3, "truncation": 0.7, "ws_file": None, "trajectory": "orbit", "frames": 6, "fps": 12,
+    args = {"model_id": TINY_ID, "source": "seed", "seed": 3, "truncation": 0.7, "face_file": None, "trajectory": "orbit",
+            "frames": 6, "fps": 12,
                 "mode": "image", "yaw_range_deg": 35, "pitch_deg": 0, "save_frames": False}
     args.update(changes)
     return video.rotate(models, **args, out_dir=out_dir)
 
 
 def _interpolate(models, out_dir, **changes):
-    args = {"model_id": TINY_ID, "seeds": "1, 2", "truncation": 0.7, "ws_files": None, "interpolation": "slerp", "frames": 6,
+    args = {"model_id": TINY_ID, "seeds": "1, 2", "truncation": 0.7, "face_files": None, "interpolation": "slerp", "frames": 6,
                 "fps": 12, "loop": False, "camera": "static"}
     args.update(changes)
     return interpolate.interpolate(models, **args, out_dir=out_dir)
@@ -77,11 +79,11 @@ def test_build_demo_builds_around_the_tiny_model(tiny_models, tmp_path):
     public = {"/" + dep["api_name"] for dep in config["dependencies"] if dep.get("api_visibility") == "public"}
     assert public == {name for name in NAMED_ENDPOINTS}
     labels = [block.label for block in demo.blocks.values() if isinstance(block, gr.Tab)]
-    assert labels == ["Generate", "Photo → 3D", "Rotate", "Interpolate", "About"]
+    assert labels == ["Generate", "Photo → 3D", "Rotate", "Multi-view", "Interpolate", "About"]
     menu = next(block for block in demo.blocks.values() if isinstance(block, gr.Dropdown))
     assert menu.value == TINY_ID and PREVIEW_LABEL in menu.choices[0][0]
     # Rendering events share one concurrency group; the queue is bounded.
-    renders = [fn for fn in demo.fns.values() if fn.api_name in ("generate", "rotate", "interpolate", "photo_to_3d")]
+    renders = [fn for fn in demo.fns.values() if fn.api_name in ("generate", "rotate", "interpolate", "photo_to_3d", "multiview")]
     assert {fn.concurrency_id for fn in renders} == {"gpu"}
     assert demo._queue.max_size == 32
 
@@ -126,8 +128,8 @@ def test_rotate_writes_video_cameras_and_frames(tiny_models, tmp_path):
 def test_rotate_from_an_uploaded_ws_file_matches_the_seed(tiny_models, generated, tmp_path):
     out, _ = generated
     from_seed, _ = _rotate(tiny_models, tmp_path / "seed", trajectory="yaw", frames=4)
-    from_file, _ = _rotate(tiny_models, tmp_path / "file", trajectory="yaw", frames=4, seed=999,
-                           ws_file=str(out / "seed0003_ws.npy"))
+    from_file, _ = _rotate(tiny_models, tmp_path / "file", trajectory="yaw", frames=4, seed=999, source="face file",
+                           face_file=str(out / "seed0003_ws.npy"))
     np.testing.assert_array_equal(media.read_video_frames(from_seed), media.read_video_frames(from_file))
 
 
@@ -142,7 +144,7 @@ def test_interpolate_from_seeds_and_from_files(tiny_models, generated, tmp_path)
     out, _ = generated
     np.save(tmp_path / "other_ws.npy", ws_from_seeds(tiny_models.get(TINY_ID), [5], truncation_psi=0.7))
     path, _, files = _interpolate(tiny_models, tmp_path / "files", seeds="",
-                                  ws_files=[str(out / "seed0003_ws.npy"), str(tmp_path / "other_ws.npy")])
+                                  face_files=[str(out / "seed0003_ws.npy"), str(tmp_path / "other_ws.npy")])
     assert media.read_video_info(path).num_frames == 6
     keyframes = media.load_npy(next(f for f in files if f.endswith("_ws.npy")))
     np.testing.assert_array_equal(keyframes[0], media.load_npy(out / "seed0003_ws.npy")[0])
@@ -180,10 +182,10 @@ def test_garbage_and_misshapen_uploads_are_refused(tiny_models, tmp_path):
     for path, expected in [(garbage, "Cannot read latent file"), (wrong_shape, "has shape (1, 3, 5)"),
                            (pickled, "pickled files are not accepted")]:
         with pytest.raises(gr.Error) as raised:
-            _rotate(tiny_models, tmp_path, ws_file=str(path))
+            _rotate(tiny_models, tmp_path, source="face file", face_file=str(path))
         assert expected in raised.value.message, raised.value.message
         with pytest.raises(gr.Error) as raised:
-            _interpolate(tiny_models, tmp_path, ws_files=[str(path)])
+            _interpolate(tiny_models, tmp_path, face_files=[str(path)])
         assert expected in raised.value.message
 
 
@@ -336,18 +338,51 @@ def test_tiny_panohead_is_offered_and_renders_the_back_of_the_head(tiny_models, 
         generate.generate(tiny_models, TINY_ID, 3, 0.7, 150.0, 0.0, 64, out_dir=tmp_path / "eg3d")
 
 
-def test_photo_tab_aligns_then_reconstructs(tiny_models, tmp_path):
+def test_photo_face_flows_through_every_tab(tiny_models, tmp_path):
+    """Photo -> 3D makes the session's face; Rotate, Multi-view and Interpolate take it as 'my photo'."""
     pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) is needed for face alignment")
     from skimage import data
 
-    from demo.ui.tabs import photo
+    from demo.tasks.face import load_face
+    from demo.ui.tabs import multiview, photo
 
     upload = media.save_png(tmp_path / "upload" / "astronaut.png", data.astronaut())
-    crop, pose = photo.align(str(upload))
-    assert media.load_png(crop).shape == (512, 512, 3) and "yaw" in pose
-    image, depth, mesh, files = photo.reconstruct(tiny_models, TINY_ID, str(upload), "fast", out_dir=tmp_path / "out", steps=2)
+    crop, pose, aligned = photo.align(str(upload))
+    assert crop.shape == (512, 512, 3) and "yaw" in pose
+    assert not (tmp_path / "upload" / "astronaut_aligned.png").exists()  # nothing written beside the upload
+    image, depth, mesh, files, face_file, current = photo.reconstruct(
+        tiny_models, TINY_ID, str(upload), "fast", aligned, out_dir=tmp_path / "out", steps=2)
+    assert current == face_file and face_file.endswith("astronaut_3d.face.safetensors")
     assert media.load_png(image).shape == (32, 32, 3) and Path(depth).is_file() and Path(mesh).suffix == ".glb"
-    assert any(name.endswith("_ws.npy") for name in files) and any(name.endswith("photo_aligned.png") for name in files)
+    names = {Path(name).name for name in files}
+    assert {"astronaut_3d_ws.npy", "astronaut_3d_aligned.png", "astronaut_3d.face.safetensors"} <= names
+    face = load_face(face_file, tiny_models.get(TINY_ID))
+    assert face.has_delta and face.source["kind"] == "photo" and face.source["settings"]["w_steps"] == 2
+
+    # Rotate: the yaw sweep starts at the photo's own view, so frame 0 is the reconstruction image.
+    video_path, rotate_files = _rotate(tiny_models, tmp_path / "rot", source="my photo", current_face=current,
+                                       trajectory="yaw", frames=6, save_frames=True)
+    archive = next(Path(f) for f in rotate_files if f.endswith(".zip"))
+    with zipfile.ZipFile(archive) as zipped:
+        first = sorted(name for name in zipped.namelist() if name.endswith(".png"))[0]
+        zipped.extract(first, tmp_path / "frames")
+    frame0 = media.load_png(tmp_path / "frames" / first).astype(int)
+    assert np.abs(frame0 - media.load_png(image).astype(int)).max() <= 1
+    with pytest.raises(gr.Error, match="no photo face in this session"):
+        _rotate(tiny_models, tmp_path / "none", source="my photo", current_face=None)
+
+    # Multi-view: a yaw x pitch grid of the photo's person, with cameras and the face's provenance.
+    images, downloads = multiview.multiview(tiny_models, TINY_ID, "my photo", 0, 0.7, None, "-20, 0, 20", "0, 10", current,
+                                            out_dir=tmp_path / "mv")
+    assert len(images) == 6 and any(f.endswith(".zip") for f in downloads)
+    views = json.loads(Path(next(f for f in downloads if f.endswith("_views.json"))).read_text())
+    assert len(views["views"]) == 6 and len(views["views"][0]["camera"]) == 25
+
+    # Interpolate: my photo -> seed 7, exact ws at both ends.
+    path, _, morph_files = _interpolate(tiny_models, tmp_path / "morph", seeds="7", use_photo=True, current_face=current)
+    ws_path = media.load_npy(next(f for f in morph_files if f.endswith("_ws.npy")))
+    np.testing.assert_array_equal(ws_path[0], face.ws[0])
+    np.testing.assert_array_equal(ws_path[-1], ws_from_seeds(tiny_models.get(TINY_ID), [7], truncation_psi=0.7)[0])
     coffee = media.save_png(tmp_path / "upload" / "coffee.png", data.coffee())
     with pytest.raises(gr.Error, match="No face"):
         photo.align(str(coffee))

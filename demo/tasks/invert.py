@@ -358,9 +358,10 @@ class InversionResult:
 
     def to_face(self, name: str, source: dict[str, Any] | None = None) -> Face:
         """The reconstructed identity as a :class:`~demo.tasks.face.Face` (pivot ws, camera, delta)."""
+        summary = {key: value for key, value in self.summary().items() if key != "seconds"}  # files stay reproducible
         return Face(
             ws=self.ws, name=name, camera=self.camera, weight_delta=self.weight_delta, base_fingerprint=self.base_fingerprint,
-            source={"kind": "photo", **(source or {}), **self.summary()},
+            source={"kind": "photo", **(source or {}), **summary},
         )
 
     def apply_to(self, model: TriplaneGenerator, *, check: bool = True) -> TriplaneGenerator:

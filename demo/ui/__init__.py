@@ -12,9 +12,9 @@ import gradio as gr
 
 from demo.ui import runtime, text
 from demo.ui.runtime import ModelProvider
-from demo.ui.tabs import about, generate, interpolate, photo, video
+from demo.ui.tabs import about, generate, interpolate, multiview, photo, video
 
-TABS = [generate, photo, video, interpolate, about]
+TABS = [generate, photo, video, multiview, interpolate, about]
 
 QUEUE_MAX_SIZE = 32
 """Requests waiting in the queue before new ones are turned away ("the queue is full")."""
@@ -45,7 +45,8 @@ def build_demo(
             menu = gr.Dropdown(models.choices(), value=models.default_id, label="Model", scale=1, min_width=260,
                                elem_id="model-menu")
             status = gr.Markdown(models.notice or models.status(models.default_id), elem_id="model-status")
-        ctx = runtime.UIContext(models, sessions, menu, status, gpu_concurrency=gpu_concurrency)
+        current_face = gr.State(None)
+        ctx = runtime.UIContext(models, sessions, menu, status, current_face, gpu_concurrency=gpu_concurrency)
         with gr.Tabs():
             for tab in TABS:
                 with gr.Tab(tab.TITLE, id=tab.__name__.rsplit(".", 1)[-1]):

@@ -42,8 +42,10 @@ from demo.devices import pick_device
 from demo.errors import CheckpointError, DemoError, InputError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.progress import ProgressFn
-from demo.tasks.interpolate import load_keyframes
-from demo.tasks.sample import parse_seeds, ws_from_seeds
+from demo.networks.encoder import ImageEncoder
+from demo.tasks.face import Face, face_from_seed, load_face, load_faces
+from demo.tasks.sample import parse_seeds
+from demo.tasks.train_encoder import find_encoder, load_encoder
 from demo.weights import registry
 from demo.weights.store import TINY_ID, TINY_IDS, TINY_PANOHEAD_ID, WEIGHTS_FILE, load_generator
 
@@ -119,6 +121,7 @@ class ModelProvider:
         self.download = download
         self._device = device
         self._models: dict[str, TriplaneGenerator] = {}
+        self._encoders: dict[str, ImageEncoder | None] = {}
         self._failures: dict[str, tuple[float, CheckpointError]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -189,6 +192,17 @@ class ModelProvider:
                 self._failures.pop(model_id, None)
                 self._models[model_id] = model
         return model
+
+    def encoder(self, model_id: str) -> ImageEncoder | None:
+        """The photo encoder installed for ``model_id`` (``checkpoints/<id>/encoder.safetensors``), loaded once; None if none."""
+        if model_id in self._encoders:
+            return self._encoders[model_id]
+        model = self.get(model_id)
+        with self._lock_for(model_id):
+            if model_id not in self._encoders:
+                path = find_encoder(model_id)
+                self._encoders[model_id] = load_encoder(path, device=model.device, model=model) if path is not None else None
+        return self._encoders[model_id]
 
     def _lock_for(self, model_id: str) -> threading.Lock:
         with self._locks_guard:
@@ -371,25 +385,62 @@ def file_paths(files: Any) -> list[str]:
 
 # --- identities ---------------------------------------------------------------------------------
 
+FACE_SOURCES = ("seed", "my photo", "face file")
+"""Where a tab's face comes from: a seed, the session's photo face (Photo -> 3D), or an uploaded face/ws file."""
+NO_PHOTO_FACE = (
+    "There is no photo face in this session yet: reconstruct a photo in the Photo → 3D tab first, "
+    "or choose a seed or a face file."
+)
 
-def identity_latents(
-    model: TriplaneGenerator, *, seeds_text: str, truncation_psi: float, ws_files: Any
-) -> tuple[np.ndarray, list[str]]:
-    """Keyframes (K, num_ws, w_dim) and a name for each: from uploaded ws files if any, else from seeds."""
-    paths = file_paths(ws_files)
-    if paths:
-        ws = load_keyframes(paths, num_ws=model.num_ws, w_dim=model.w_dim)
-        names = [f"file{index:02d}" for index in range(len(ws))]
-    else:
-        text = str(seeds_text or "").strip()
-        if not text:
-            raise InputError("Give seeds such as '0, 5, 11' (or ranges '0-3'), or upload ws.npy files.")
+
+def face_for(
+    model: TriplaneGenerator, source: str, seed: Any, truncation: Any, face_file: Any, current_face: str | None
+) -> Face:
+    """The one face a tab renders, from its source choice (see :data:`FACE_SOURCES`)."""
+    source = read_choice(source, "Face from", FACE_SOURCES)
+    if source == "seed":
+        return face_from_seed(
+            model, read_int(seed, "Seed", 0, 2**32 - 1), truncation_psi=read_number(truncation, "Truncation", 0.0, 1.0)
+        )
+    if source == "my photo":
+        if not current_face:
+            raise InputError(NO_PHOTO_FACE)
+        return load_face(current_face, model)
+    paths = file_paths(face_file)
+    if not paths:
+        raise InputError("Upload a face file (.face.safetensors from Photo → 3D) or a ws.npy from Generate.")
+    faces = load_faces(paths[:1], model)
+    if len(faces) != 1:
+        raise InputError(f"The latent file holds {len(faces)} identities; this tab shows one. Use a ws.npy from Generate.")
+    return faces[0]
+
+
+def faces_for(
+    model: TriplaneGenerator, *, seeds_text: str, truncation: Any, face_files: Any, current_face: str | None,
+    use_photo: bool = False,
+) -> list[Face]:
+    """Keyframe faces in order: the session's photo face (when asked), then uploaded files, then seeds."""
+    faces: list[Face] = []
+    if use_photo:
+        if not current_face:
+            raise InputError(NO_PHOTO_FACE)
+        faces.append(load_face(current_face, model))
+    paths = file_paths(face_files)
+    if len(paths) > MAX_KEYFRAMES:
+        raise InputError(f"Use at most {MAX_KEYFRAMES} identities at a time; got {len(paths)} files.")
+    faces += load_faces(paths, model)
+    text = str(seeds_text or "").strip()
+    if text:
         seeds = parse_seeds(text)
-        names = [f"seed{seed:04d}" for seed in seeds]
-        ws = ws_from_seeds(model, seeds, truncation_psi=truncation_psi) if len(seeds) <= MAX_KEYFRAMES else None
-    if ws is None or len(ws) > MAX_KEYFRAMES:
-        raise InputError(f"Use at most {MAX_KEYFRAMES} identities at a time; got {len(names)}.")
-    return ws, names
+        if len(faces) + len(seeds) > MAX_KEYFRAMES:
+            raise InputError(f"Use at most {MAX_KEYFRAMES} identities at a time; got {len(faces) + len(seeds)}.")
+        psi = read_number(truncation, "Truncation", 0.0, 1.0)
+        faces += [face_from_seed(model, seed, truncation_psi=psi) for seed in seeds]
+    if len(faces) > MAX_KEYFRAMES:
+        raise InputError(f"Use at most {MAX_KEYFRAMES} identities at a time; got {len(faces)}.")
+    if not faces:
+        raise InputError("Give seeds such as '0, 5, 11' (or ranges '0-3'), upload face or ws.npy files, or use your photo.")
+    return faces
 
 
 # --- what the tabs are built with ------------------------------------------------------------------
@@ -404,6 +455,8 @@ class UIContext:
     model_menu: gr.Dropdown
     """The model menu above the tabs; its value (a model id) is every action's first input."""
     model_status: gr.Markdown
+    current_face: gr.State | None = None
+    """The session's photo face: the path of the .face.safetensors Photo -> 3D made last (or None)."""
     gpu_concurrency: int = 1
     """Rendering calls run at once (they share the concurrency id ``'gpu'``)."""
 

@@ -1,15 +1,15 @@
-"""Interpolate tab: a morph through two or more identities (seeds or uploaded ws.npy) -> mp4 + strip PNG."""
+"""Interpolate tab: a morph through two or more faces (your photo, face/ws files, seeds) -> mp4 + strip PNG."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 
 from demo import media
-from demo.tasks.interpolate import INTERPOLATION_MODES, interpolation_path
-from demo.tasks.video import frame_strip, make_trajectory, render_video
+from demo.tasks.face import morph_faces
+from demo.tasks.interpolate import INTERPOLATION_MODES
+from demo.tasks.video import frame_strip, make_trajectory
 from demo.ui import runtime
 
 TITLE = "Interpolate"
@@ -19,7 +19,7 @@ MAX_FPS = 60
 STRIP_FRAMES = 8
 
 
-def gpu_seconds(model_id, seeds, truncation, ws_files, interpolation, frames, *args, **kwargs) -> int:
+def gpu_seconds(model_id, seeds, truncation, face_files, interpolation, frames, *args, **kwargs) -> int:
     """ZeroGPU budget: every frame runs the backbone (the latent changes), then encoding."""
     try:
         return int(min(150, 20 + 0.4 * float(frames)))
@@ -33,41 +33,48 @@ def interpolate(
     model_id: str,
     seeds: str,
     truncation: float,
-    ws_files: list[str] | None,
+    face_files: list[str] | None,
     interpolation: str,
     frames: float,
     fps: float,
     loop: bool,
     camera: str,
+    use_photo: bool = False,
+    current_face: str | None = None,
     *,
     out_dir: Path,
     progress: runtime.ProgressFn | None = None,
 ) -> tuple[str, str, list[str]]:
-    """Returns the mp4, the strip PNG, and the downloads (mp4, strip, the ws path .npy, cameras .npy)."""
+    """Returns the mp4, the strip PNG, and the downloads (mp4, strip, the ws path .npy, cameras .npy).
+
+    The morph visits, in order: the session's photo face (``use_photo``), the uploaded face or ws
+    files, then the seeds; photo faces bring their tuned weights, blended along the way.
+    """
     model = models.get(model_id)
-    keyframes, names = runtime.identity_latents(
-        model, seeds_text=seeds, ws_files=ws_files, truncation_psi=runtime.read_number(truncation, "Truncation", 0, 1)
-    )
+    faces = runtime.faces_for(model, seeds_text=seeds, truncation=truncation, face_files=face_files,
+                              current_face=current_face, use_photo=bool(use_photo))
     num_frames = runtime.read_int(frames, "Frames", 2, MAX_FRAMES)
-    ws_path = interpolation_path(keyframes, num_frames, mode=runtime.read_choice(interpolation, "Interpolation",
-                                                                                  INTERPOLATION_MODES), loop=bool(loop))
-    stem = "interp_" + "-".join(names[:6])
-    result = render_video(
-        model, ws_path.astype(np.float32), make_trajectory(runtime.read_choice(camera, "Camera", CAMERAS), num_frames),
-        out_dir / f"{stem}.mp4", fps=runtime.read_number(fps, "Frames per second", 1, MAX_FPS), progress=progress,
+    stem = "interp_" + "-".join(face.name for face in faces[:6])
+    result = morph_faces(
+        model, faces, num_frames, make_trajectory(runtime.read_choice(camera, "Camera", CAMERAS), num_frames),
+        out_dir / f"{stem}.mp4", mode=runtime.read_choice(interpolation, "Interpolation", INTERPOLATION_MODES),
+        loop=bool(loop), fps=runtime.read_number(fps, "Frames per second", 1, MAX_FPS), progress=progress,
     )
-    strip = media.save_png(out_dir / f"{stem}_strip.png", frame_strip(media.read_video_frames(result.path), STRIP_FRAMES))
-    latents = media.save_npy(out_dir / f"{stem}_ws.npy", ws_path.astype(np.float32))
-    return str(result.path), str(strip), [str(p) for p in (result.path, strip, latents, *result.extra_files)]
+    video = result.video
+    strip = media.save_png(out_dir / f"{stem}_strip.png", frame_strip(media.read_video_frames(video.path), STRIP_FRAMES))
+    latents = media.save_npy(out_dir / f"{stem}_ws.npy", result.ws)
+    return str(video.path), str(strip), [str(p) for p in (video.path, strip, latents, *video.extra_files)]
 
 
 def build(ctx: runtime.UIContext) -> None:
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
-            seeds = gr.Textbox("42, 7, 1234", label="Seeds", info="Two or more, e.g. '0, 5, 11' or '0-3'.")
+            use_photo = gr.Checkbox(False, label="Start from my photo (the face made in Photo → 3D)",
+                                    elem_id="interpolate-use-photo")
+            face_files = gr.File(label="…then these face files (.face.safetensors) or ws.npy files", file_count="multiple",
+                                 file_types=[".safetensors", ".npy"], height=150, elem_id="interpolate-files-in")
+            seeds = gr.Textbox("42, 7, 1234", label="…then these seeds", info="e.g. '0, 5, 11' or '0-3'; empty for none.")
             truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Truncation ψ")
-            ws_files = gr.File(label="…or ws.npy files from Generate (used instead of the seeds)", file_count="multiple",
-                               file_types=[".npy"], height=150)
             interpolation = gr.Radio(list(INTERPOLATION_MODES), value="slerp", label="Interpolation",
                                      info="linear or spherical in W; cubic-loop is gen_videos.py's looping spline "
                                           "(frames must be a multiple of the number of identities)")
@@ -86,10 +93,11 @@ def build(ctx: runtime.UIContext) -> None:
                             interactive=False, elem_id="interpolate-files")
 
     @runtime.gpu(duration=gpu_seconds)
-    def on_interpolate(model_id, seeds, truncation, ws_files, interpolation, frames, fps, loop, camera,
-                       request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
-        return interpolate(ctx.models, model_id, seeds, truncation, ws_files, interpolation, frames, fps, loop, camera,
-                           out_dir=ctx.sessions.run_dir(request, "interpolate"), progress=runtime.progress_fn(progress))
+    def on_interpolate(model_id, seeds, truncation, face_files, interpolation, frames, fps, loop, camera, use_photo,
+                       current_face, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+        return interpolate(ctx.models, model_id, seeds, truncation, face_files, interpolation, frames, fps, loop, camera,
+                           use_photo, current_face, out_dir=ctx.sessions.run_dir(request, "interpolate"),
+                           progress=runtime.progress_fn(progress))
 
-    ctx.run_with_model(run, on_interpolate, [seeds, truncation, ws_files, interpolation, frames, fps, loop, camera],
-                       [video, strip, files], api_name="interpolate")
+    ctx.run_with_model(run, on_interpolate, [seeds, truncation, face_files, interpolation, frames, fps, loop, camera,
+                                             use_photo, ctx.current_face], [video, strip, files], api_name="interpolate")

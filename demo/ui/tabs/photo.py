@@ -1,4 +1,8 @@
-"""Photo → 3D tab: upload a photo -> aligned crop and pose first -> inversion -> image, depth, coloured mesh."""
+"""Photo → 3D tab: upload a photo -> aligned crop and pose first -> the photo's face -> image, depth, mesh, face file.
+
+The face becomes the session's current face: Rotate, Multi-view and Interpolate offer it as "my photo",
+and "Rotate it" here renders it turning around the photo's own view.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,17 @@ from pathlib import Path
 
 import gradio as gr
 
-from demo import media
-from demo.tasks.faces import align_face
-from demo.tasks.generate import generate_to_folder
-from demo.tasks.invert import PRESETS, invert
-from demo.tasks.train_encoder import find_encoder, load_encoder
+from demo.tasks.face import FACE_SUFFIX
+from demo.tasks.invert import PRESETS, InversionSettings
+from demo.tasks.photo import PHOTO_SUFFIX, align_photo, reconstruct_photo, save_reconstruction
 from demo.ui import runtime
+from demo.ui.tabs import video
 
 TITLE = "Photo → 3D"
-PRESET_CHOICES = ("none", *PRESETS)
+PRESET_CHOICES = tuple(PRESETS)
 """'none' projects into W (from the encoder's answer when one is installed) without tuning the generator."""
 MESH_RESOLUTION = 128
+ROTATE_FRAMES = 48
 
 
 def gpu_seconds(model_id, photo, preset, *args, **kwargs) -> int:
@@ -25,14 +29,14 @@ def gpu_seconds(model_id, photo, preset, *args, **kwargs) -> int:
 
 
 @runtime.user_errors
-def align(photo: str | None) -> tuple[str, str]:
-    """Guard step: the aligned crop (saved next to the upload) and a line about the pose."""
+def align(photo: str | None):
+    """Guard step: the aligned crop, a line about the pose, and the aligned face passed on to the reconstruction."""
     if not photo:
         raise gr.Error("Upload a photo with one face first.", print_exception=False)
-    face = align_face(photo)
-    crop = media.save_png(Path(photo).with_name(Path(photo).stem + "_aligned.png"), face.image)
+    face = align_photo(photo)
     notes = "".join(f"\n- {warning}" for warning in face.warnings)
-    return str(crop), f"Face found: yaw {face.yaw_deg:+.1f}°, pitch {face.pitch_deg:+.1f}°, roll {face.roll_deg:+.1f}°.{notes}"
+    pose = f"Face found: yaw {face.yaw_deg:+.1f}°, pitch {face.pitch_deg:+.1f}°, roll {face.roll_deg:+.1f}°.{notes}"
+    return face.image, pose, (photo, face)
 
 
 @runtime.user_errors
@@ -41,35 +45,43 @@ def reconstruct(
     model_id: str,
     photo: str | None,
     preset: str,
+    aligned=None,
     *,
     out_dir: Path,
     steps: int | None = None,
     progress: runtime.ProgressFn | None = None,
-) -> tuple[str, str, str, list[str]]:
-    """Returns paths: the reconstruction seen from the photo's camera, its depth preview, the .glb, downloads."""
+) -> tuple[str, str, str, list[str], str, str]:
+    """Returns paths: the reconstruction seen from the photo's camera, its depth preview, the .glb, the downloads,
+    and the face file (twice: the download and the session's current face).
+
+    ``aligned`` is the guard step's (photo, ``AlignedFace``): used when it is this photo's, so the photo is
+    aligned once; API callers that skip the guard get it aligned here.
+    """
     if not photo:
         raise gr.Error("Upload a photo with one face first.", print_exception=False)
     model = models.get(model_id)
-    preset = runtime.read_choice(preset, "Refinement", PRESET_CHOICES)
-    face = align_face(photo)
-    encoder_path = find_encoder(model_id)
-    encoder = load_encoder(encoder_path, model=model) if encoder_path is not None else None
-    result = invert(
-        model, face.image, face.camera, encoder=encoder, preset="fast" if preset == "none" else preset,
-        w_steps=steps, pti_steps=0 if preset == "none" else steps, progress=progress,
+    settings = InversionSettings.from_preset(
+        runtime.read_choice(preset, "Refinement", PRESET_CHOICES), w_steps=steps, pti_steps=None if preset == "none" else steps,
     )
-    tuned = result.apply_to(model) if result.weight_delta else model
-    written = generate_to_folder(
-        tuned, out_dir, ws=result.ws, yaw_deg=face.yaw_deg, pitch_deg=face.pitch_deg, shapes=True,
-        shape_resolution=MESH_RESOLUTION, shape_formats=("glb", "ply", "obj"), model_name=model_id,
+    already = aligned[1] if isinstance(aligned, tuple) and len(aligned) == 2 and aligned[0] == photo else None
+    reconstruction = reconstruct_photo(
+        model, already if already is not None else photo, settings, encoder=models.encoder(model_id),
+        name=Path(photo).stem + PHOTO_SUFFIX, progress=None if progress is None else lambda f, m: progress(0.8 * f, m),
     )
-    stem = next(iter(written.files))
-    crop = media.save_png(out_dir / "photo_aligned.png", face.image)
-    files = [str(path) for path in written.files[stem]] + [str(crop)]
-    return str(out_dir / f"{stem}.png"), str(out_dir / f"{stem}_depth_color.png"), str(out_dir / f"{stem}.glb"), files
+    for warning in reconstruction.warnings:
+        gr.Warning(warning)
+    files = save_reconstruction(
+        model, reconstruction, out_dir, shapes=True, shape_resolution=MESH_RESOLUTION, shape_formats=("glb", "ply", "obj"),
+        model_name=model_id, progress=None if progress is None else lambda f, m: progress(0.8 + 0.2 * f, m),
+    )
+    name = reconstruction.face.name
+    face_file = str(out_dir / (name + FACE_SUFFIX))
+    return (str(out_dir / f"{name}.png"), str(out_dir / f"{name}_depth_color.png"), str(out_dir / f"{name}.glb"),
+            [str(path) for path in files], face_file, face_file)
 
 
 def build(ctx: runtime.UIContext) -> None:
+    aligned = gr.State(None)
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
             photo = gr.Image(label="Photo (one face, roughly facing the camera)", type="filepath", height=280,
@@ -84,16 +96,31 @@ def build(ctx: runtime.UIContext) -> None:
                 image = gr.Image(label="Reconstruction", interactive=False, height=256, elem_id="photo-image")
                 depth = gr.Image(label="Depth (near = bright)", interactive=False, height=256)
             mesh = gr.Model3D(label="Coloured mesh (.glb)", height=320, elem_id="photo-mesh")
+            face_file = gr.File(label="Your face (.face.safetensors): Rotate, Multi-view and Interpolate use it as 'my photo'",
+                                interactive=False, elem_id="photo-face-file")
+            rotate_it = gr.Button("Rotate it", elem_id="photo-rotate-btn")
+            turning = gr.Video(label="Your face turning", autoplay=True, loop=True, interactive=False, height=300,
+                               elem_id="photo-rotate-video")
             files = gr.File(label="Downloads", file_count="multiple", interactive=False)
 
     @runtime.gpu(duration=gpu_seconds)
-    def on_reconstruct(model_id, photo, preset, request: gr.Request, progress=gr.Progress()):  # noqa: B008
-        return reconstruct(ctx.models, model_id, photo, preset, out_dir=ctx.sessions.run_dir(request, "photo"),
+    def on_reconstruct(model_id, photo, preset, aligned, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+        return reconstruct(ctx.models, model_id, photo, preset, aligned, out_dir=ctx.sessions.run_dir(request, "photo"),
                            progress=runtime.progress_fn(progress))
 
-    # Guard then run: show the aligned crop and the pose before the slow step.
-    checked = run.click(align, [photo], [crop, pose], api_name="align_photo", concurrency_limit=None)
+    @runtime.gpu(duration=video.gpu_seconds)
+    def on_rotate_it(model_id, current_face, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+        path, _ = video.rotate(ctx.models, model_id, "my photo", 0, 0.7, None, "yaw", ROTATE_FRAMES, 24, "image", 30, 0,
+                               False, current_face, out_dir=ctx.sessions.run_dir(request, "rotate"),
+                               progress=runtime.progress_fn(progress))
+        return path
+
+    # Guard then run: show the aligned crop and the pose before the slow step; the aligned face is passed on.
+    checked = run.click(align, [photo], [crop, pose, aligned], api_name="align_photo", concurrency_limit=None)
     load = checked.success(ctx.load_model, ctx.model_menu, [ctx.model_menu, ctx.model_status],
                            api_visibility="private", concurrency_limit=None, show_progress="minimal")
-    load.success(on_reconstruct, [ctx.model_menu, photo, preset], [image, depth, mesh, files], api_name="photo_to_3d",
+    load.success(on_reconstruct, [ctx.model_menu, photo, preset, aligned],
+                 [image, depth, mesh, files, face_file, ctx.current_face], api_name="photo_to_3d",
                  concurrency_id="gpu", concurrency_limit=ctx.gpu_concurrency)
+    rotate_it.click(on_rotate_it, [ctx.model_menu, ctx.current_face], turning, api_visibility="private",
+                    concurrency_id="gpu", concurrency_limit=ctx.gpu_concurrency)

@@ -1,4 +1,4 @@
-"""Rotate tab: one identity along a camera path -> mp4, the cameras, and optionally every frame as PNG."""
+"""Rotate tab: one face (a seed, the session's photo face, or a face/ws file) along a camera path -> mp4."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ from pathlib import Path
 
 import gradio as gr
 
-from demo.errors import InputError
-from demo.tasks.video import RENDER_MODES, make_trajectory, render_video
+from demo.tasks.face import face_trajectory, rotate_face
+from demo.tasks.video import RENDER_MODES
 from demo.tasks.views import MAX_FRONT_YAW_DEG, MAX_PITCH_DEG
 from demo.ui import runtime
 
 TITLE = "Rotate"
 TRAJECTORIES = ("orbit", "yaw")
-"""``orbit``: the official gen_videos.py loop; ``yaw``: a left-right sweep at a fixed pitch."""
+"""``orbit``: the official gen_videos.py loop; ``yaw``: a left-right sweep. A photo face's path centres on its own view."""
 MAX_FRAMES = 240
 MAX_FPS = 60
 
 
-def gpu_seconds(model_id, seed, truncation, ws_file, trajectory, frames, *args, **kwargs) -> int:
+def gpu_seconds(model_id, source, seed, truncation, face_file, trajectory, frames, *args, **kwargs) -> int:
     """ZeroGPU budget: EG3D renders tens of frames per second on a GPU; leave room for encoding."""
     try:
         return int(min(120, 20 + 0.25 * float(frames)))
@@ -30,9 +30,10 @@ def gpu_seconds(model_id, seed, truncation, ws_file, trajectory, frames, *args, 
 def rotate(
     models: runtime.ModelProvider,
     model_id: str,
+    source: str,
     seed: float,
     truncation: float,
-    ws_file: str | None,
+    face_file: str | None,
     trajectory: str,
     frames: float,
     fps: float,
@@ -40,27 +41,23 @@ def rotate(
     yaw_range_deg: float,
     pitch_deg: float,
     save_frames: bool,
+    current_face: str | None = None,
     *,
     out_dir: Path,
     progress: runtime.ProgressFn | None = None,
 ) -> tuple[str, list[str]]:
     """Returns the mp4 path and the downloads (mp4, cameras .npy, and a .zip of PNG frames if asked)."""
     model = models.get(model_id)
-    ws, names = runtime.identity_latents(
-        model, seeds_text=str(runtime.read_int(seed, "Seed", 0, 2**32 - 1)), ws_files=ws_file,
-        truncation_psi=runtime.read_number(truncation, "Truncation", 0.0, 1.0),
-    )
-    if len(ws) != 1:
-        raise InputError(f"The latent file holds {len(ws)} identities; Rotate shows one. Use a ws.npy from Generate.")
-    path = make_trajectory(
-        runtime.read_choice(trajectory, "Trajectory", TRAJECTORIES), runtime.read_int(frames, "Frames", 2, MAX_FRAMES),
+    face = runtime.face_for(model, source, seed, truncation, face_file, current_face)
+    path = face_trajectory(
+        face, runtime.read_choice(trajectory, "Trajectory", TRAJECTORIES), runtime.read_int(frames, "Frames", 2, MAX_FRAMES),
         yaw_range_deg=runtime.read_number(yaw_range_deg, "Yaw range", 0, 360),
         pitch_deg=runtime.read_number(pitch_deg, "Pitch", -360, 360),
     )
-    stem = f"{names[0]}_{path.name}"
+    stem = f"{face.name}_{path.name}"
     frames_dir = out_dir / f"{stem}_frames" if save_frames else None
-    result = render_video(
-        model, ws, path, out_dir / f"{stem}.mp4", mode=runtime.read_choice(mode, "Render mode", RENDER_MODES),
+    result = rotate_face(
+        model, face, path, out_dir / f"{stem}.mp4", mode=runtime.read_choice(mode, "Render mode", RENDER_MODES),
         fps=runtime.read_number(fps, "Frames per second", 1, MAX_FPS), frames_dir=frames_dir,
         full_turn=model.config.is_full_head, progress=progress,
     )
@@ -68,14 +65,25 @@ def rotate(
     return str(result.path), [str(p) for p in (result.path, *result.extra_files[:1], *archive)]
 
 
+def face_inputs(prefix: str, *, default_seed: int = 42) -> list:
+    """The face picker shared by Rotate and Multi-view: source, seed, truncation, face file."""
+    source = gr.Radio(list(runtime.FACE_SOURCES), value="seed", label="Face from",
+                      info="my photo: the face made in Photo → 3D; face file: a .face.safetensors or a ws.npy",
+                      elem_id=f"{prefix}-source")
+    seed = gr.Number(default_seed, label="Seed", precision=0, minimum=0, maximum=2**32 - 1)
+    truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Truncation ψ")
+    face_file = gr.File(label="Face file (.face.safetensors) or ws.npy", file_types=[".safetensors", ".npy"], height=130,
+                        elem_id=f"{prefix}-face-file")
+    return [source, seed, truncation, face_file]
+
+
 def build(ctx: runtime.UIContext) -> None:
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
-            seed = gr.Number(42, label="Seed", precision=0, minimum=0, maximum=2**32 - 1)
-            truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Truncation ψ")
-            ws_file = gr.File(label="…or a ws.npy from Generate (used instead of the seed)", file_types=[".npy"], height=150)
+            source, seed, truncation, face_file = face_inputs("rotate")
             trajectory = gr.Radio(list(TRAJECTORIES), value="orbit", label="Camera path",
-                                  info="orbit: the official gen_videos.py loop; yaw: a left-right sweep")
+                                  info="orbit: the official gen_videos.py loop; yaw: a left-right sweep "
+                                       "(around the photo's own view for a photo face)")
             with gr.Row():
                 yaw_range = gr.Slider(5, MAX_FRONT_YAW_DEG, value=35, step=1, label="Yaw range (yaw path), degrees")
                 pitch = gr.Slider(-MAX_PITCH_DEG, MAX_PITCH_DEG, value=0, step=1, label="Pitch (yaw path), degrees")
@@ -91,11 +99,11 @@ def build(ctx: runtime.UIContext) -> None:
                             interactive=False, elem_id="rotate-files")
 
     @runtime.gpu(duration=gpu_seconds)
-    def on_rotate(model_id, seed, truncation, ws_file, trajectory, frames, fps, mode, yaw_range_deg, pitch_deg,
-                  save_frames, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
-        return rotate(ctx.models, model_id, seed, truncation, ws_file, trajectory, frames, fps, mode, yaw_range_deg,
-                      pitch_deg, save_frames, out_dir=ctx.sessions.run_dir(request, "rotate"),
+    def on_rotate(model_id, source, seed, truncation, face_file, trajectory, frames, fps, mode, yaw_range_deg, pitch_deg,
+                  save_frames, current_face, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+        return rotate(ctx.models, model_id, source, seed, truncation, face_file, trajectory, frames, fps, mode, yaw_range_deg,
+                      pitch_deg, save_frames, current_face, out_dir=ctx.sessions.run_dir(request, "rotate"),
                       progress=runtime.progress_fn(progress))
 
-    ctx.run_with_model(run, on_rotate, [seed, truncation, ws_file, trajectory, frames, fps, mode, yaw_range, pitch,
-                                        save_frames], [video, files], api_name="rotate")
+    ctx.run_with_model(run, on_rotate, [source, seed, truncation, face_file, trajectory, frames, fps, mode, yaw_range, pitch,
+                                        save_frames, ctx.current_face], [video, files], api_name="rotate")
