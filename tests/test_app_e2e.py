@@ -33,7 +33,7 @@ from demo.ui import build_demo, runtime
 from demo.ui.runtime import ModelProvider
 from demo.weights.store import TINY_ID
 
-NAMED_ENDPOINTS = {"/generate", "/random_seed", "/rotate", "/interpolate", "/align_photo", "/photo_to_3d"}
+NAMED_ENDPOINTS = {"/generate", "/random_seed", "/rotate", "/interpolate", "/align_photo", "/photo_to_3d", "/multiview"}
 GENERATE = {"model_id": TINY_ID, "truncation": 0.7, "yaw_deg": 15.0, "pitch_deg": -5.0, "mesh_resolution": 64}
 SESSION_END_TIMEOUT_S = 30.0
 
@@ -131,7 +131,7 @@ def test_generate(client, tiny_models):
 
 
 def test_rotate(client):
-    video, files = client.predict(model_id=TINY_ID, seed=11, truncation=0.7, ws_file=None, trajectory="yaw",
+    video, files = client.predict(model_id=TINY_ID, source="seed", seed=11, truncation=0.7, face_file=None, trajectory="yaw",
                                   frames=8, fps=16, mode="image+depth", yaw_range_deg=30, pitch_deg=5,
                                   save_frames=True, api_name="/rotate")
     info = media.read_video_info(video)
@@ -146,7 +146,7 @@ def test_interpolate_from_uploaded_latents(client, tiny_models, tmp_path):
         np.save(tmp_path / f"seed{seed:04d}_ws.npy", ws_from_seeds(model, [seed], truncation_psi=0.7))
     video, strip, files = client.predict(
         model_id=TINY_ID, seeds="", truncation=0.7,
-        ws_files=[handle_file(str(tmp_path / "seed0004_ws.npy")), handle_file(str(tmp_path / "seed0009_ws.npy"))],
+        face_files=[handle_file(str(tmp_path / "seed0004_ws.npy")), handle_file(str(tmp_path / "seed0009_ws.npy"))],
         interpolation="linear", frames=10, fps=20, loop=False, camera="orbit", api_name="/interpolate")
     info = media.read_video_info(video)
     assert info.num_frames == 10
@@ -154,6 +154,49 @@ def test_interpolate_from_uploaded_latents(client, tiny_models, tmp_path):
     path = media.load_npy(_by_suffix(files, "_ws.npy"))
     np.testing.assert_array_equal(path[0], np.load(tmp_path / "seed0004_ws.npy")[0])
     np.testing.assert_array_equal(path[-1], np.load(tmp_path / "seed0009_ws.npy")[0])
+
+
+def test_a_photo_face_chains_through_rotate_and_interpolate(client, tiny_models, tmp_path):
+    """/photo_to_3d returns a face file; /rotate and /interpolate take it (the API side of 'my photo')."""
+    pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) is needed for face alignment")
+    from skimage import data
+
+    from demo.tasks.face import load_face
+
+    photo = media.save_png(tmp_path / "astronaut.png", data.astronaut())
+    image, _, mesh_path, files, face_file = client.predict(
+        model_id=TINY_ID, photo=handle_file(str(photo)), preset="none", api_name="/photo_to_3d")
+    assert Path(face_file).name == "astronaut_3d.face.safetensors" and Path(mesh_path).suffix == ".glb"
+    model = tiny_models.get(TINY_ID)
+    face = load_face(face_file, model)
+    assert face.camera is not None and face.source["photo"] == "astronaut"
+
+    # The yaw sweep starts at the photo's view: frame 0 is the reconstruction, up to the mp4's own coding error.
+    video, rotate_files = client.predict(
+        model_id=TINY_ID, source="face file", seed=0, truncation=0.7, face_file=handle_file(face_file), trajectory="yaw",
+        frames=8, fps=16, mode="image", yaw_range_deg=30, pitch_deg=0, save_frames=True, api_name="/rotate")
+    with zipfile.ZipFile(_by_suffix(rotate_files, ".zip")) as archive:
+        archive.extract("frame0000.png", tmp_path / "frames")
+    lossless = media.load_png(tmp_path / "frames" / "frame0000.png").astype(int)
+    rendered = media.load_png(image).astype(int)
+    assert np.abs(lossless - rendered).max() <= 1
+    decoded = media.read_video_frames(video)[0].astype(int)
+    codec_error = np.abs(decoded - lossless)
+    assert (np.abs(decoded - rendered) <= codec_error + 1).all()  # the mp4's frame 0 is that image, as coded
+
+    # Photo face -> seed 7: exact ws at both ends.
+    _, _, morph_files = client.predict(
+        model_id=TINY_ID, seeds="7", truncation=0.7, face_files=[handle_file(face_file)], interpolation="slerp",
+        frames=8, fps=12, loop=False, camera="static", api_name="/interpolate")
+    path = media.load_npy(_by_suffix(morph_files, "_ws.npy"))
+    np.testing.assert_array_equal(path[0], face.ws[0])
+    np.testing.assert_array_equal(path[-1], ws_from_seeds(model, [7], truncation_psi=0.7)[0])
+
+    # Multi-view of the same face file.
+    gallery, mv_files = client.predict(
+        model_id=TINY_ID, source="face file", seed=0, truncation=0.7, face_file=handle_file(face_file), yaws="-20, 20",
+        pitches="0", api_name="/multiview")
+    assert len(gallery) == 2 and any(str(f).endswith("_views.json") for f in mv_files)
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -164,7 +207,8 @@ def test_bad_input_gives_readable_errors_and_the_app_keeps_serving(client, tmp_p
     garbage.write_bytes(os.urandom(200))
     misshapen = tmp_path / "misshapen_ws.npy"
     np.save(misshapen, np.zeros((2, 3), np.float32))
-    rotate = {"model_id": TINY_ID, "seed": 1, "truncation": 0.7, "trajectory": "orbit", "frames": 8, "fps": 16, "mode": "image",
+    rotate = {"model_id": TINY_ID, "source": "face file", "seed": 1, "truncation": 0.7, "trajectory": "orbit", "frames": 8,
+              "fps": 16, "mode": "image",
                   "yaw_range_deg": 30, "pitch_deg": 0, "save_frames": False, "api_name": "/rotate"}
     cases = [
         (lambda: client.predict(seed=1, **{**GENERATE, "yaw_deg": 150.0}, api_name="/generate"),
@@ -172,9 +216,9 @@ def test_bad_input_gives_readable_errors_and_the_app_keeps_serving(client, tmp_p
         (lambda: client.predict(seed=1, **{**GENERATE, "mesh_resolution": 100}, api_name="/generate"),
          "not in the list of choices"),
         (lambda: client.predict(seed=-5, **GENERATE, api_name="/generate"), "less than minimum value 0"),
-        (lambda: client.predict(ws_file=handle_file(str(garbage)), **rotate), "Cannot read latent file"),
-        (lambda: client.predict(ws_file=handle_file(str(misshapen)), **rotate), "has shape (1, 2, 3)"),
-        (lambda: client.predict(model_id=TINY_ID, seeds="7", truncation=0.7, ws_files=None, interpolation="slerp",
+        (lambda: client.predict(face_file=handle_file(str(garbage)), **rotate), "Cannot read latent file"),
+        (lambda: client.predict(face_file=handle_file(str(misshapen)), **rotate), "has shape (1, 2, 3)"),
+        (lambda: client.predict(model_id=TINY_ID, seeds="7", truncation=0.7, face_files=None, interpolation="slerp",
                                 frames=8, fps=16, loop=False, camera="static", api_name="/interpolate"),
          "needs at least 2 keyframes"),
     ]

@@ -85,7 +85,7 @@ def reconstruct_photo(
     encoder: ImageEncoder | None = None,
     aligned: bool = False,
     camera: np.ndarray | None = None,
-    name: str | None = None,
+    photo_name: str | None = None,
     progress: ProgressFn | None = None,
 ) -> PhotoReconstruction:
     """Photo -> :class:`~demo.tasks.face.Face` (pivot ws, tuned-weight delta, the photo's camera).
@@ -96,7 +96,8 @@ def reconstruct_photo(
         settings: :class:`~demo.tasks.invert.InversionSettings` or a preset name.
         encoder: start from its prediction (and its camera for aligned crops without one).
         camera: aligned crops only: the crop's 25-number camera label.
-        name: the face's name (default ``<photo stem>_3d``, or ``photo_3d``).
+        photo_name: the photo's name for the provenance and the face's name ``<photo_name>_3d`` (default: the
+            file's stem; needed when ``photo`` is an array or an ``AlignedFace``).
     """
     if isinstance(settings, str):
         settings = InversionSettings.from_preset(settings)
@@ -126,8 +127,9 @@ def reconstruct_photo(
         model, crop, label, encoder=encoder, settings=settings, mask=mask,
         progress=None if progress is None else lambda f, m: progress(0.05 + 0.95 * f, m),
     )
-    stem = safe_name(name) if name else safe_name(_stem_of(photo) + PHOTO_SUFFIX)
-    source = {"photo": _stem_of(photo), "yaw_deg": yaw_deg, "pitch_deg": pitch_deg, "aligned_input": bool(aligned)}
+    photo_name = photo_name or _stem_of(photo)
+    stem = safe_name(photo_name + PHOTO_SUFFIX)
+    source = {"photo": photo_name, "yaw_deg": yaw_deg, "pitch_deg": pitch_deg, "aligned_input": bool(aligned)}
     return PhotoReconstruction(
         face=result.to_face(stem, source), crop=crop, inversion=result, mask=mask, yaw_deg=yaw_deg, pitch_deg=pitch_deg,
         warnings=notes,

@@ -12,7 +12,7 @@ import gradio as gr
 
 from demo.tasks.face import FACE_SUFFIX
 from demo.tasks.invert import PRESETS, InversionSettings
-from demo.tasks.photo import PHOTO_SUFFIX, align_photo, reconstruct_photo, save_reconstruction
+from demo.tasks.photo import align_photo, reconstruct_photo, save_reconstruction
 from demo.ui import runtime
 from demo.ui.tabs import video
 
@@ -66,7 +66,7 @@ def reconstruct(
     already = aligned[1] if isinstance(aligned, tuple) and len(aligned) == 2 and aligned[0] == photo else None
     reconstruction = reconstruct_photo(
         model, already if already is not None else photo, settings, encoder=models.encoder(model_id),
-        name=Path(photo).stem + PHOTO_SUFFIX, progress=None if progress is None else lambda f, m: progress(0.8 * f, m),
+        photo_name=Path(photo).stem, progress=None if progress is None else lambda f, m: progress(0.8 * f, m),
     )
     for warning in reconstruction.warnings:
         gr.Warning(warning)
