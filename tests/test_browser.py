@@ -59,6 +59,20 @@ def _pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float64)
 
 
+def _assert_video_plays(page, selector: str) -> None:
+    """The <video> at ``selector`` loads its mp4 and its time advances while it plays."""
+    page.wait_for_function("(s) => { const v = document.querySelector(s); return v && v.readyState >= 2 && v.videoWidth > 0; }",
+                           arg=selector)
+    start, paused, error = page.evaluate("(s) => { const v = document.querySelector(s); return [v.currentTime, v.paused, v.error]; }",
+                                         selector)
+    assert error is None
+    if paused:  # autoplay may be refused without a user gesture; playing it ourselves still proves playback
+        page.evaluate("(s) => { const v = document.querySelector(s); v.muted = true; return v.play(); }", selector)
+    page.wait_for_function(
+        "([s, t]) => { const v = document.querySelector(s); return !v.paused && v.currentTime !== t; }", arg=[selector, start],
+    )
+
+
 def test_generate_shows_the_mesh_and_the_video_plays(app, chromium_browser, artifacts):
     page = chromium_browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(TIMEOUT_MS)
@@ -79,24 +93,14 @@ def test_generate_shows_the_mesh_and_the_video_plays(app, chromium_browser, arti
 
     page.get_by_role("tab", name="Rotate").click()
     page.click("#rotate-btn")
-    ready = "() => { const v = document.querySelector('#rotate-video video'); return v && v.readyState >= 2 && v.videoWidth > 0; }"
-    page.wait_for_function(ready)
-    state = "() => { const v = document.querySelector('#rotate-video video'); return [v.currentTime, v.paused, v.error]; }"
-    start, paused, error = page.evaluate(state)
-    assert error is None
-    if paused:  # autoplay may be refused without a user gesture; playing it ourselves still proves playback
-        page.evaluate("() => { const v = document.querySelector('#rotate-video video'); v.muted = true; return v.play(); }")
-    page.wait_for_function(
-        "(t) => { const v = document.querySelector('#rotate-video video'); return !v.paused && v.currentTime !== t; }",
-        arg=start,
-    )
+    _assert_video_plays(page, "#rotate-video video")
     page.screenshot(path=str(artifacts / "app_rotate.png"), full_page=True)
 
     page.close()
     assert wait_until(lambda: app.sessions.sessions() == []), "closing the page did not remove its session folder"
 
 
-def test_photo_tab_reconstructs_an_uploaded_face(app, chromium_browser, artifacts, tmp_path):
+def test_photo_tab_reconstructs_an_uploaded_face_and_rotates_it(app, chromium_browser, artifacts, tmp_path):
     pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) is needed for face alignment")
     from skimage import data
 
@@ -117,5 +121,14 @@ def test_photo_tab_reconstructs_an_uploaded_face(app, chromium_browser, artifact
     page.wait_for_timeout(2500)
     shot = _pixels(canvas.screenshot(path=str(artifacts / "photo_mesh_canvas.png")))
     assert shot.std() > 5, f"the photo tab's Model3D canvas looks blank (std {shot.std():.1f})"
+    page.wait_for_selector("#photo-face-file a")  # the face file is offered for download
     page.screenshot(path=str(artifacts / "app_photo.png"), full_page=True)
+    # "Rotate it" turns the reconstructed face here; the Rotate tab offers it as "my photo".
+    page.click("#photo-rotate-btn")
+    _assert_video_plays(page, "#photo-rotate-video video")
+    page.get_by_role("tab", name="Rotate").click()
+    page.locator("#rotate-source").get_by_label("my photo").check()
+    page.click("#rotate-btn")
+    _assert_video_plays(page, "#rotate-video video")
+    page.screenshot(path=str(artifacts / "app_rotate_my_photo.png"), full_page=True)
     page.close()
