@@ -14,6 +14,7 @@ from demo.errors import InputError
 from demo.tasks import face as face_task
 from demo.tasks.face import Face, face_from_seed, face_trajectory, load_face, morph_faces, rotate_face
 from demo.tasks.interpolate import keyframe_weights
+from demo.tasks.invert import InversionSettings
 from demo.tasks.sample import sample_images, ws_from_seeds
 from demo.tasks.video import make_trajectory, trajectory_cameras
 from demo.weights.store import build_tiny_generator, model_fingerprint
@@ -174,3 +175,38 @@ def test_multiview_from_a_folder_of_photos_skips_the_faceless(astronaut, tmp_pat
     only = tmp_path / "only"
     media.save_png(only / "coffee.png", data.coffee())
     assert cli.main(["multiview", "--model", "tiny", "--photos", str(only), "--outdir", str(tmp_path / "v2")]) == 2
+
+
+def test_masked_inversion_ignores_the_background(tiny_generator):
+    """With a foreground mask only the foreground counts: targets differing only outside it give the same result."""
+    from demo.tasks.invert import invert
+
+    generator = torch.Generator().manual_seed(0)
+    target = torch.rand(1, 3, 32, 32, generator=generator) * 2 - 1
+    mask = np.zeros((32, 32), np.float32)
+    mask[8:24, 8:24] = 1.0
+    other = target.clone()
+    other[..., :8, :] = -target[..., :8, :]  # another background
+    settings = dict(w_steps=3, pti_steps=2, w_avg_samples=100)
+    camera = face_task.view_camera(tiny_generator)
+    first = invert(tiny_generator, target, camera, mask=mask, **settings)
+    second = invert(tiny_generator, other, camera, mask=mask, **settings)
+    np.testing.assert_array_equal(first.ws, second.ws)
+    assert first.pti_losses == second.pti_losses
+    unmasked = invert(tiny_generator, other, camera, **settings)
+    assert unmasked.w_losses != second.w_losses
+
+
+def test_panohead_photos_are_inverted_on_the_foreground(astronaut, tmp_path):
+    from demo.tasks.photo import reconstruct_photo, save_reconstruction
+
+    model = build_tiny_generator(panohead=True)
+    reconstruction = reconstruct_photo(model, astronaut, "none", photo_name="astronaut")
+    mask = reconstruction.mask
+    assert mask is not None and mask.shape == (512, 512) and 0.2 < float(mask.mean()) < 0.95
+    assert mask[:40].mean() < 0.5 < mask[200:300, 200:300].mean()  # sky above the head, the face in the middle
+    assert reconstruction.record()["masked"]
+    written = save_reconstruction(model, reconstruction, tmp_path)
+    assert (tmp_path / "astronaut_3d_mask.png") in written
+    quick = InversionSettings.from_preset("none", w_steps=1, w_avg_samples=100)
+    assert reconstruct_photo(build_tiny_generator(), astronaut, quick).mask is None  # front-facing: the whole crop

@@ -105,7 +105,8 @@ def test_generate_returns_image_depth_mesh_and_downloads(generated, tiny_model):
     assert len(mesh.faces) > 0 and mesh.visual.kind == "vertex"
     assert mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
     names = {Path(path).name for path in files}
-    for suffix in (".png", "_raw.png", "_depth.png", "_depth_color.png", "_ws.npy", "_camera.npy", ".glb", ".ply", ".obj"):
+    for suffix in (".png", "_raw.png", "_depth.png", "_depth_color.png", "_ws.npy", "_camera.npy", ".glb", ".ply", ".obj",
+                   ".face.safetensors"):
         assert f"seed0003{suffix}" in names
     assert all(Path(path).parent == out for path in files)
     ws = media.load_npy(out / "seed0003_ws.npy")
@@ -336,6 +337,14 @@ def test_tiny_panohead_is_offered_and_renders_the_back_of_the_head(tiny_models, 
     assert Path(image).is_file() and Path(mesh).is_file()
     with pytest.raises(gr.Error, match="front of the head"):
         generate.generate(tiny_models, TINY_ID, 3, 0.7, 150.0, 0.0, 64, out_dir=tmp_path / "eg3d")
+
+
+def test_the_encoder_is_loaded_once_per_model(tiny_models, monkeypatch):
+    calls = []
+    monkeypatch.setattr(runtime, "find_encoder", lambda model_id: calls.append(model_id) or None)
+    models = ModelProvider.tiny()
+    assert models.encoder(TINY_ID) is None and models.encoder(TINY_ID) is None
+    assert calls == [TINY_ID]
 
 
 def test_photo_face_flows_through_every_tab(tiny_models, tmp_path):

@@ -20,8 +20,8 @@ morphs between any faces (``demo.tasks.morph``).
 
 File format (``.face.safetensors``, one file, no pickle): tensors ``ws``, optional ``camera`` and
 ``delta.<tensor name>`` (float16 by default: a PTI delta is small, so the rounding is ~1e-3 of the
-delta); the safetensors header's metadata holds ``{"format": "3d-face-studio-face", "face": <JSON
-of name, source, fingerprint, shapes>}``. Files are written atomically.
+delta); the safetensors header's metadata holds one key, ``{"3d-face-studio-face": <JSON of name,
+source, fingerprint, shapes>}``. Files are written atomically, and the same face gives the same bytes.
 """
 
 from __future__ import annotations
@@ -54,13 +54,9 @@ from demo.tasks.video import (
     Trajectory,
     VideoResult,
     make_trajectory,
-    render_frames,
     render_multiview,
     render_video,
-    trajectory_cameras,
-    write_frames,
 )
-from demo.tasks.views import check_view_range
 from demo.weights.store import model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -152,7 +148,9 @@ class Face:
             "delta_dtype": str(delta_dtype).removeprefix("torch."),
             "delta_tensors": len(self.weight_delta),
         }
-        metadata = {"format": FORMAT_NAME, "face": json.dumps(meta, default=str)}
+        # One metadata key: safetensors writes its metadata map in no fixed order, and a face file should be
+        # byte-identical for the same face.
+        metadata = {FORMAT_NAME: json.dumps(meta, default=str)}
         return media.write_atomic(path, lambda part: save_file(tensors, str(part), metadata=metadata))
 
     def to_json(self) -> dict[str, Any]:
@@ -233,11 +231,11 @@ def load_face(path: str | Path, model: TriplaneGenerator | None = None) -> Face:
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            if metadata.get("format") != FORMAT_NAME:
+            if FORMAT_NAME not in metadata:
                 raise InputError(
                     f"{path.name} is not a face file ({FACE_SUFFIX}, made by Generate, Photo -> 3D or `python -m demo`)."
                 )
-            meta = json.loads(metadata["face"])
+            meta = json.loads(metadata[FORMAT_NAME])
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open has no iterator)
     except InputError:
         raise
@@ -372,20 +370,18 @@ def morph_faces(
         raise InputError("Give at least one face to morph.")
     for face in faces:
         face.check_fits(model)
-    if not 0 < fps <= 240:
-        raise InputError(f"fps must be between 0 and 240; got {fps}.")
     keyframes = np.concatenate([face.ws for face in faces])
     ws_path = interpolation_path(keyframes, num_frames, mode=mode, loop=loop).astype(np.float32)
     weights = keyframe_weights(len(ws_path), len(faces), mode=mode, loop=loop)
-    check_view_range(model, trajectory.yaw_deg, trajectory.pitch_deg, full_turn=full_turn or model.config.is_full_head)
-    cameras = trajectory_cameras(model, trajectory)
-    options = dict(mode=render_mode, depth_multiplier=depth_multiplier, progress=progress)
-    if any(face.has_delta for face in faces):
-        blender = _DeltaBlender(model, faces, weights)  # the weights change every frame: one frame per batch
-        frames = render_frames(blender.working, ws_path, cameras, batch_size=1, before_batch=blender, **options)
-    else:
-        frames = render_frames(model, ws_path, cameras, batch_size=batch_size, **options)
-    video = write_frames(frames, path, fps=fps, gif=gif, frames_dir=frames_dir)
+    renderer, before_batch = model, None
+    if any(face.has_delta for face in faces):  # the weights change every frame: one frame per batch
+        blender = _DeltaBlender(model, faces, weights)
+        renderer, before_batch, batch_size = blender.working, blender, 1
+    video = render_video(
+        renderer, ws_path, trajectory, path, mode=render_mode, fps=fps, depth_multiplier=depth_multiplier,
+        batch_size=batch_size, gif=gif, frames_dir=frames_dir, full_turn=full_turn, before_batch=before_batch,
+        progress=progress,
+    )
     return MorphResult(video=video, ws=ws_path, weights=weights)
 
 

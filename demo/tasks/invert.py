@@ -384,11 +384,14 @@ class _Objective:
     """The loss of a render against the target, counting only the foreground when a mask is given."""
 
     def __init__(self, target: torch.Tensor, mask: torch.Tensor | None, perceptual: PerceptualFn | None, weight: float):
-        self.target, self.mask, self.perceptual, self.weight = target, mask, perceptual, weight
+        # Both images are multiplied by the mask: the background is the same constant in both, so neither
+        # the target's background nor the model's own reaches the loss (or its windows, for MS-SSIM).
+        self.target = target if mask is None else target * mask
+        self.mask, self.perceptual, self.weight = mask, perceptual, weight
 
     def __call__(self, pred: torch.Tensor) -> torch.Tensor:
-        if self.mask is not None:  # background pixels take the target's values: no gradient, no loss there
-            pred = pred * self.mask + self.target * (1 - self.mask)
+        if self.mask is not None:
+            pred = pred * self.mask
         return image_loss(pred, self.target, perceptual=self.perceptual, perceptual_weight=self.weight)
 
 

@@ -287,15 +287,19 @@ def render_video(
     gif: bool = False,
     frames_dir: str | Path | None = None,
     full_turn: bool = False,
+    before_batch: Callable[[int, int], None] | None = None,
     progress: ProgressFn | None = None,
 ) -> VideoResult:
-    """Render one identity (or a latent path with one ws per frame) along a camera trajectory to an mp4."""
+    """Render one identity (or a latent path with one ws per frame) along a camera trajectory to an mp4.
+
+    ``before_batch`` is :func:`render_frames`'s hook (a morph sets the generator's weights per frame there).
+    """
     check_view_range(model, trajectory.yaw_deg, trajectory.pitch_deg, full_turn=full_turn or model.config.is_full_head)
     if not (0 < fps <= 240):
         raise InputError(f"fps must be between 0 and 240; got {fps}.")
     frames = render_frames(
         model, ws, trajectory_cameras(model, trajectory), mode=mode, depth_multiplier=depth_multiplier,
-        batch_size=batch_size, progress=progress,
+        batch_size=batch_size, before_batch=before_batch, progress=progress,
     )
     return write_frames(frames, path, fps=fps, gif=gif, frames_dir=frames_dir)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from demo.media import output_stem
+from demo.tasks.face import face_from_seed
 from demo.tasks.generate import generate_to_folder
 from demo.tasks.mesh import MESH_FORMATS
 from demo.tasks.views import MAX_FRONT_YAW_DEG, MAX_PITCH_DEG, check_view_range
@@ -50,14 +51,16 @@ def generate(
     yaw_deg = runtime.read_number(yaw_deg, "Yaw", -360, 360)
     pitch_deg = runtime.read_number(pitch_deg, "Pitch", -360, 360)
     check_view_range(model, yaw_deg, pitch_deg, full_turn=model.config.is_full_head)
+    truncation = runtime.read_number(truncation, "Truncation", 0.0, 1.0)
     result = generate_to_folder(
-        model, out_dir, seeds=[seed], truncation_psi=runtime.read_number(truncation, "Truncation", 0.0, 1.0),
+        model, out_dir, seeds=[seed], truncation_psi=truncation,
         yaw_deg=yaw_deg, pitch_deg=pitch_deg, shapes=True, shape_formats=MESH_FORMATS,
         shape_resolution=runtime.read_choice(mesh_resolution, "Mesh resolution", MESH_RESOLUTIONS),
         model_name=model_id, progress=progress,
     )
     stem = output_stem(seed)
-    files = [str(path) for path in result.files[stem]] + [str(result.manifest)]
+    face = face_from_seed(model, seed, truncation_psi=truncation).save(out_dir / stem)  # for Rotate/Interpolate/Multi-view
+    files = [str(path) for path in result.files[stem]] + [str(result.manifest), str(face)]
     return str(out_dir / f"{stem}.png"), str(out_dir / f"{stem}_depth_color.png"), str(out_dir / f"{stem}.glb"), files
 
 
@@ -85,7 +88,7 @@ def build(ctx: runtime.UIContext) -> None:
             mesh = gr.Model3D(label="Coloured mesh (.glb): drag to turn", height=360, clear_color=(0.95, 0.95, 0.95, 1.0),
                               camera_position=(None, None, MESH_VIEW_RADIUS),
                               elem_id="generate-mesh")
-            files = gr.File(label="Downloads: PNGs, .glb/.ply/.obj, ws.npy, camera.npy, generate.json",
+            files = gr.File(label="Downloads: PNGs, .glb/.ply/.obj, ws.npy, camera.npy, generate.json, the face file",
                             file_count="multiple", interactive=False, height=240, elem_id="generate-files")
 
     @runtime.gpu(duration=GPU_SECONDS)
