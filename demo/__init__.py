@@ -33,6 +33,10 @@ _EXPORTS = {
     "CheckpointError": "demo.errors",
     "UnsafeCheckpointError": "demo.errors",
     "InputError": "demo.errors",
+    "Face": "demo.tasks.face",
+    "face_from_seed": "demo.tasks.face",
+    "load_face": "demo.tasks.face",
+    "reconstruct_photo": "demo.tasks.photo",
 }
 
 __all__ = sorted(_EXPORTS)

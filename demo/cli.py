@@ -906,13 +906,13 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "invert",
-        "photo -> aligned crop, camera, latents, tuned weights (PTI), optional mesh/video",
+        "photo -> face file (latents, tuned weights, camera), its render, optional mesh/video",
         _add_invert,
         _cmd_invert,
         "Align each photo (face detection, FFHQ crop, head pose -> camera) or take --aligned crops, start from the "
         "encoder's prediction (or w_avg), project into W/W+ and tune the generator (PTI). Writes per photo "
-        "<stem>_aligned.png, _camera.npy, _ws.npy, _tuned.safetensors/.json (weight delta), _render.png and optional "
-        ".glb / _orbit.mp4, plus invert.json.",
+        "<stem>_3d.face.safetensors (the face: video/multiview/interpolate --faces take it), <stem>_3d_aligned.png, "
+        "the render from the photo's camera as generate writes it, and optional .glb / _orbit.mp4, plus invert.json.",
     ),
     Command(
         "train-encoder",

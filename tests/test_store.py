@@ -224,3 +224,16 @@ def test_registry_id_converts_a_placed_original(tmp_path, monkeypatch, official_
     model = store.load_generator("eg3d-ffhq512-128", download=False)
     assert (tmp_path / "eg3d-ffhq512-128" / "generator.safetensors").is_file()
     assert model.config.render.neural_rendering_resolution == 128
+
+
+def test_model_fingerprint_is_cached_until_a_weight_changes():
+    from demo.weights.store import build_tiny_generator, model_fingerprint
+
+    model = build_tiny_generator()
+    first = model_fingerprint(model)
+    assert model_fingerprint(model) == first
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # in place: the version counter moves
+    changed = model_fingerprint(model)
+    assert changed["weights_sha256"] != first["weights_sha256"] and changed["config_sha256"] == first["config_sha256"]
+    assert model_fingerprint(build_tiny_generator()) == first

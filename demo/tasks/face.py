@@ -298,8 +298,8 @@ def render_face(
     writes them, named ``<face.name>...``, seen from ``camera`` (default: the face's own view)."""
     return generate_to_folder(
         face.generator(model), out_dir, ws=face.ws, camera=camera if camera is not None else face.view(model),
-        names=[face.name], manifest_name=f"{face.name}_generate.json", shapes=shapes, shape_resolution=shape_resolution, shape_formats=shape_formats,
-        model_name=model_name, progress=progress,
+        names=[face.name], manifest_name=f"{face.name}_generate.json", shapes=shapes,
+        shape_resolution=shape_resolution, shape_formats=shape_formats, model_name=model_name, progress=progress,
     )
 
 

@@ -49,11 +49,18 @@ image, depth, mesh_glb, files = client.predict(
     mesh_resolution=128, api_name="/generate")
 seed = client.predict(api_name="/random_seed")
 video, files = client.predict(
-    model_id="eg3d-ffhqrebalanced512-128", seed=42, truncation=0.7, ws_file=None, trajectory="orbit",
-    frames=60, fps=30, mode="image", yaw_range_deg=35, pitch_deg=0, save_frames=False, api_name="/rotate")
+    model_id="eg3d-ffhqrebalanced512-128", source="seed", seed=42, truncation=0.7, face_file=None,
+    trajectory="orbit", frames=60, fps=30, mode="image", yaw_range_deg=35, pitch_deg=0, save_frames=False,
+    api_name="/rotate")
+image, depth, mesh_glb, files, face_file = client.predict(
+    model_id="eg3d-ffhqrebalanced512-128", photo=handle_file("selfie.jpg"), preset="fast", api_name="/photo_to_3d")
+video, files = client.predict(  # your photo's face, passed on as its file
+    model_id="eg3d-ffhqrebalanced512-128", source="face file", seed=0, truncation=0.7,
+    face_file=handle_file(face_file), trajectory="yaw", frames=60, fps=30, mode="image", yaw_range_deg=35,
+    pitch_deg=0, save_frames=False, api_name="/rotate")
 video, strip, files = client.predict(
-    model_id="eg3d-ffhqrebalanced512-128", seeds="42, 7", truncation=0.7,
-    ws_files=None,  # or [handle_file("seed0042_ws.npy"), handle_file("seed0007_ws.npy")]
+    model_id="eg3d-ffhqrebalanced512-128", seeds="7", truncation=0.7,
+    face_files=[handle_file(face_file)],  # face or ws files first, then the seeds
     interpolation="slerp", frames=60, fps=30, loop=False, camera="static", api_name="/interpolate")
 ```
 Results are paths of downloaded copies. `client.view_api()` lists every parameter and its range.

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -262,12 +263,27 @@ def _load_registry_id(checkpoint_id: str, *, device, download: bool, progress: P
     return load_converted(folder, device=device)
 
 
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""model -> (the identity and version counter of each of its tensors, fingerprint): hashing a 512 model's
+weights takes a while, and the app checks every face against its model."""
+
+
 def model_fingerprint(model: TriplaneGenerator) -> dict[str, str]:
-    """sha256 of the architecture config and of the weights (every state-dict tensor, in name order)."""
+    """sha256 of the architecture config and of the weights (every state-dict tensor, in name order).
+
+    Cached per model until a tensor is replaced or changed in place (torch's version counters).
+    """
+    state = sorted(model.state_dict().items())
+    stamp = tuple((name, tensor.data_ptr(), tensor._version) for name, tensor in state)
+    cached = _FINGERPRINTS.get(model)
+    if cached is not None and cached[0] == stamp:
+        return dict(cached[1])
     config = json.dumps(config_to_json(model.config), sort_keys=True, default=str).encode()
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in state:
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return {"config_sha256": hashlib.sha256(config).hexdigest(), "weights_sha256": digest.hexdigest()}
+    fingerprint = {"config_sha256": hashlib.sha256(config).hexdigest(), "weights_sha256": digest.hexdigest()}
+    _FINGERPRINTS[model] = (stamp, fingerprint)
+    return dict(fingerprint)
