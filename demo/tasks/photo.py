@@ -188,6 +188,5 @@ def _crop_array(photo: Any) -> np.ndarray:
 
 
 def _stem_of(photo: Any) -> str:
-    if isinstance(photo, (str, Path)):
-        return Path(photo).stem
-    return str(getattr(photo, "name", "") and Path(getattr(photo, "name")).stem) or "photo"
+    """The photo's file stem, or 'photo' for arrays, bytes and aligned faces."""
+    return Path(photo).stem if isinstance(photo, (str, Path)) else "photo"
