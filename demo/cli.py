@@ -545,6 +545,61 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- edit -----------------------------------------------------------------------------------------
+
+
+def _add_edit(parser: argparse.ArgumentParser) -> None:
+    _add_model_options(parser)
+    _add_latent_options(parser, ws_nargs="+", faces=True)
+    how = parser.add_mutually_exclusive_group()
+    how.add_argument("--method", choices=("sefa", "ganspace"), default="sefa",
+                     help="directions from the checkpoint: sefa (closed-form, from the style layers) or ganspace (PCA of W)")
+    how.add_argument("--direction-file", type=Path, default=None, metavar="NPY",
+                     help="a direction of your own: (w_dim,) or (num_ws, w_dim) .npy (InterFaceGAN boundaries work)")
+    parser.add_argument("--direction", type=int, nargs="+", default=[0], metavar="K",
+                        help="direction indices, strongest first (default 0); one sweep each")
+    parser.add_argument("--alphas", type=_float_list, default=[-3.0, -1.5, 0.0, 1.5, 3.0],
+                        help="edit strengths in standard deviations of W (default -3,-1.5,0,1.5,3; write --alphas=-3,0,3)")
+    parser.add_argument("--layers", default="all", help="ws the edit changes: all, coarse, middle, fine, or indices '0,1,2'")
+    parser.add_argument("--list", action="store_true", help="print the strongest directions and exit")
+    parser.add_argument("--video", action="store_true", help="also write a video along each direction")
+    parser.add_argument("--frames", type=int, default=60, help="video frames (default 60)")
+    parser.add_argument("--fps", type=float, default=30.0, help="video frames per second (default 30)")
+    parser.add_argument("--save-faces", action="store_true", help="also write the edited faces as .face.safetensors")
+    parser.add_argument("--outdir", type=Path, default=None, help="output folder (created); needed unless --list")
+
+
+def _cmd_edit(args: argparse.Namespace) -> int:
+    from demo.tasks import edit
+
+    if args.outdir is None and not args.list:
+        raise InputError("--outdir is needed (or --list to print the directions).")
+    if args.video and args.frames < 2:
+        raise InputError("--frames must be at least 2.")
+    model = _load_model(args)
+    layers = edit.resolve_layers(model, args.layers)
+    if args.direction_file is not None:
+        directions = edit.load_direction(args.direction_file, model)
+    else:
+        cache = registry.checkpoints_dir() / "directions" if str(args.model) in {e.id for e in registry.list_entries()} else None
+        directions = edit.directions_for(model, args.method, layers=layers, cache_dir=cache)
+    if args.list:
+        for row in edit.describe(directions):
+            print(f"direction {row['index']:>2}: strength {row['strength']:.4g}, spread of W {row['scale']:.4g}")
+        return 0
+    faces = _faces(args, model)
+    with _progress_bar() as progress:
+        for index, face in enumerate(faces):
+            for direction in args.direction:
+                result = edit.render_sweep(
+                    model, face, directions, direction, args.alphas, args.outdir, layers=layers,
+                    video_frames=args.frames if args.video else None, fps=args.fps, save_faces=args.save_faces,
+                    progress=_item_progress(progress, index, len(faces), f"{face.name} d{direction}"),
+                )
+                print(f"wrote {result.strip}" + (f" and {result.video}" if result.video else ""))
+    return 0
+
+
 # --- dataset --------------------------------------------------------------------------------------
 
 
@@ -886,6 +941,16 @@ COMMANDS: tuple[Command, ...] = (
         _cmd_interpolate,
         "Interpolate in W between two or more identities (linear, spherical, or gen_videos' looping cubic), with a "
         "fixed or moving camera; writes an mp4, a strip of frames and the ws path.",
+    ),
+    Command(
+        "edit",
+        "semantic edits of faces along directions found in the checkpoint (SeFa, GANSpace) or from a file",
+        _add_edit,
+        _cmd_edit,
+        "Edit seeds, ws files or faces (photo faces keep their tuned weights) along unsupervised directions: SeFa "
+        "(closed-form factorisation of the style layers) or GANSpace (PCA of W), cached per checkpoint; or a direction "
+        ".npy of your own. Writes per face and direction a strip over --alphas, the ws, a JSON, and optional video "
+        "and face files.",
     ),
     Command(
         "generate",

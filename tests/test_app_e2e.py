@@ -33,7 +33,7 @@ from demo.ui import build_demo, runtime
 from demo.ui.runtime import ModelProvider
 from demo.weights.store import TINY_ID
 
-NAMED_ENDPOINTS = {"/generate", "/random_seed", "/rotate", "/interpolate", "/align_photo", "/photo_to_3d", "/multiview"}
+NAMED_ENDPOINTS = {"/generate", "/random_seed", "/rotate", "/interpolate", "/align_photo", "/photo_to_3d", "/multiview", "/edit"}
 GENERATE = {"model_id": TINY_ID, "truncation": 0.7, "yaw_deg": 15.0, "pitch_deg": -5.0, "mesh_resolution": 64}
 SESSION_END_TIMEOUT_S = 30.0
 
@@ -197,6 +197,14 @@ def test_a_photo_face_chains_through_rotate_and_interpolate(client, tiny_models,
         model_id=TINY_ID, source="face file", seed=0, truncation=0.7, face_file=handle_file(face_file), yaws="-20, 20",
         pitches="0", api_name="/multiview")
     assert len(gallery) == 2 and any(str(f).endswith("_views.json") for f in mv_files)
+
+    # Edit the photo face along the strongest SeFa direction: a new face file that keeps the tuned weights.
+    edited_image, edited_file = client.predict(
+        model_id=TINY_ID, source="face file", seed=0, truncation=0.7, face_file=handle_file(face_file), method="sefa",
+        layers="coarse", alpha0=2.0, alpha1=0, alpha2=0, alpha3=0, alpha4=0, api_name="/edit")
+    edited = load_face(edited_file, model)
+    assert edited.has_delta == face.has_delta and np.array_equal(edited.camera, face.camera)
+    assert not np.array_equal(edited.ws, face.ws) and media.load_png(edited_image).shape == (32, 32, 3)
 
 
 # --- bad input ----------------------------------------------------------------------------------

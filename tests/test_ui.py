@@ -28,7 +28,7 @@ from demo.weights.store import TINY_ID, build_tiny_generator, save_generator
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-NAMED_ENDPOINTS = {"/generate", "/random_seed", "/rotate", "/interpolate", "/align_photo", "/photo_to_3d", "/multiview"}
+NAMED_ENDPOINTS = {"/generate", "/random_seed", "/rotate", "/interpolate", "/align_photo", "/photo_to_3d", "/multiview", "/edit"}
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +79,11 @@ def test_build_demo_builds_around_the_tiny_model(tiny_models, tmp_path):
     public = {"/" + dep["api_name"] for dep in config["dependencies"] if dep.get("api_visibility") == "public"}
     assert public == {name for name in NAMED_ENDPOINTS}
     labels = [block.label for block in demo.blocks.values() if isinstance(block, gr.Tab)]
-    assert labels == ["Generate", "Photo → 3D", "Rotate", "Multi-view", "Interpolate", "About"]
+    assert labels == ["Generate", "Photo → 3D", "Rotate", "Multi-view", "Interpolate", "Edit", "About"]
     menu = next(block for block in demo.blocks.values() if isinstance(block, gr.Dropdown))
     assert menu.value == TINY_ID and PREVIEW_LABEL in menu.choices[0][0]
     # Rendering events share one concurrency group; the queue is bounded.
-    renders = [fn for fn in demo.fns.values() if fn.api_name in ("generate", "rotate", "interpolate", "photo_to_3d", "multiview")]
+    renders = [fn for fn in demo.fns.values() if fn.api_name in ("generate", "rotate", "interpolate", "photo_to_3d", "multiview", "edit")]
     assert {fn.concurrency_id for fn in renders} == {"gpu"}
     assert demo._queue.max_size == 32
 

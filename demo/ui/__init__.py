@@ -12,9 +12,9 @@ import gradio as gr
 
 from demo.ui import runtime, text
 from demo.ui.runtime import ModelProvider
-from demo.ui.tabs import about, generate, interpolate, multiview, photo, video
+from demo.ui.tabs import about, edit, generate, interpolate, multiview, photo, video
 
-TABS = [generate, photo, video, multiview, interpolate, about]
+TABS = [generate, photo, video, multiview, interpolate, edit, about]
 
 QUEUE_MAX_SIZE = 32
 """Requests waiting in the queue before new ones are turned away ("the queue is full")."""
