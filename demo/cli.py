@@ -310,6 +310,11 @@ def _add_generate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--yaw-deg", type=float, default=0.0, help="camera yaw, degrees (+ = camera to the face's left)")
     parser.add_argument("--pitch-deg", type=float, default=0.0, help="camera pitch, degrees (- = camera above)")
     parser.add_argument("--fov-deg", type=float, default=None, help="diagonal FOV as the official scripts (default: training focal)")
+    parser.add_argument(
+        "--annotate", default="", metavar="LIST",
+        help="comma list: keypoints (<name>_keypoints.json: 478 + iBUG 68 points, 2D/visibility/3D), "
+        "segmentation (<name>_segmentation.png face-part labels)",
+    )
     parser.add_argument("--shapes", action="store_true", help="also write meshes / density volumes")
     parser.add_argument("--shape-res", type=_resolution_arg, default=256, help="grid points per side (default 256)")
     parser.add_argument("--shape-format", type=_formats_arg, default=("glb",), help="comma list of glb,ply,obj,mrc (default glb)")
@@ -341,6 +346,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             yaw_deg=args.yaw_deg, pitch_deg=args.pitch_deg, fov_deg=args.fov_deg,
             shapes=args.shapes, shape_resolution=args.shape_res, shape_formats=args.shape_format,
             shape_level=args.shape_level, mesh_faces=args.mesh_faces, batch_size=args.batch,
+            annotations=[part.strip() for part in args.annotate.split(",") if part.strip()],
             model_name=str(args.model), progress=progress,
         )
     print(f"wrote {len(result.files)} samples to {result.outdir}")
@@ -619,8 +625,8 @@ def _add_dataset(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trunc-cutoff", type=int, default=None, help="truncate only the first N ws (default all)")
     parser.add_argument(
         "--with", dest="with_", default="depth,masks", metavar="LIST",
-        help="comma list of optional outputs: depth, depth-npy, masks, meshes (keypoints come with photo -> 3D); "
-        "default depth,masks",
+        help="comma list of optional outputs: depth, depth-npy, masks, meshes, keypoints (MediaPipe's 478 points and "
+        "the iBUG 68, 2D + visibility + 3D), segmentation (face-part label maps); default depth,masks",
     )
     parser.add_argument("--mesh-format", default="ply", help="comma list of ply,glb,obj,mrc for --with meshes (default ply)")
     parser.add_argument("--mesh-res", type=_resolution_arg, default=128, help="mesh grid points per side (default 128)")
@@ -646,8 +652,6 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
         with_=args.with_, mesh_formats=args.mesh_format.split(","), mesh_resolution=args.mesh_res,
         image_size=args.image_size, batch_size=args.batch, shard=shard,
     )
-    if "keypoints" in options["with_"]:
-        raise InputError(dataset.KEYPOINTS_UNAVAILABLE)
     if torchrun is not None:  # one GPU per local rank
         args.device = torchrun_device(args.device, torchrun[2])
     model = _load_model(args)

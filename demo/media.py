@@ -126,6 +126,13 @@ def image_to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return array[..., 0] if array.shape[-1] == 1 else array
 
 
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """A square uint8 image (H, H, 3) resized to (size, size, 3) with Lanczos (unchanged when already that size)."""
+    if image.shape[0] == size:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS))
+
+
 def depth_to_uint16(depth: torch.Tensor | np.ndarray, *, scale: float = DEPTH_PNG_SCALE) -> np.ndarray:
     """Quantise depth for a 16-bit PNG: ``round(depth * scale)`` clipped to [0, 65535].
 

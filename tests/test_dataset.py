@@ -367,12 +367,7 @@ def test_shards_split_the_batches_into_contiguous_runs():
 # --- keypoints ----------------------------------------------------------------------------------------
 
 
-def test_keypoints_are_refused_without_a_landmarker_and_lifted_with_one(tiny, tmp_path, capsys):
-    assert cli.main(["dataset", "--model", "tiny", "--num", "2", "--out", str(tmp_path / "k"), "--with", "keypoints"]) == 2
-    assert "photo -> 3D" in capsys.readouterr().err
-    with pytest.raises(InputError, match="landmarker"):
-        _make(tiny, tmp_path / "k", num=2, with_=("keypoints",))
-
+def test_keypoints_of_any_detector_are_lifted_to_3d(tiny, tmp_path):
     def corners_and_centre(image):
         side = image.shape[0]
         return np.array([[side / 2, side / 2], [side * 0.3, side * 0.6], [0.5, 0.5], [side + 3.0, 1.0]])
@@ -382,7 +377,8 @@ def test_keypoints_are_refused_without_a_landmarker_and_lifted_with_one(tiny, tm
     for i in range(3):
         annotation = json.loads((out / "annotations" / f"{i:06d}.json").read_text())
         keypoints = annotation["keypoints"]
-        assert keypoints["detector"] == "corners_and_centre"
+        assert keypoints["detector"] == "corners_and_centre" and keypoints["source"] == "detected"
+        assert keypoints["ibug68"] is None and keypoints["visible"][3] is False
         camera = np.array(annotation["camera"])
         depth = media.load_npy(out / "depth" / f"{i:06d}.npy")
         mask = media.load_png(out / "masks" / f"{i:06d}.png")

@@ -153,6 +153,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import math
@@ -165,16 +166,16 @@ from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
-from PIL import Image
 
 from demo import media
 from demo._version import __version__
-from demo.cameras import FOREGROUND_ALPHA, Camera, horizontal_fov_deg, lift_points
+from demo.cameras import FOREGROUND_ALPHA, Camera, horizontal_fov_deg
 from demo.errors import DemoError, InputError, ResourceError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.progress import ProgressFn, report
 from demo.tasks import mesh as mesh_task
 from demo.tasks.generate import check_shape_formats, write_shapes
+from demo.tasks import landmarks
 from demo.tasks.sample import SampleResult, sample_images, z_from_seed
 from demo.tasks.views import MAX_PITCH_DEG, VIEW_PRESETS, View, check_view_range, draw_view, views_settings
 from demo.weights.store import model_fingerprint
@@ -187,12 +188,12 @@ ANNOTATION_FORMAT = "3d-face-studio-dataset-annotation"
 MAX_SAMPLES = 1_000_000
 """Six-digit names: sample indices 0 ... 999999."""
 
-WITH_OPTIONS = ("depth", "depth-npy", "masks", "meshes", "keypoints")
+WITH_OPTIONS = ("depth", "depth-npy", "masks", "meshes", "keypoints", "segmentation")
 DEFAULT_WITH = ("depth", "masks")
 
 _SEED_MAX = 2**32 - 1  # numpy's RandomState seeds
 
-SUBDIRS = ("images", "depth", "masks", "meshes", "latents", "cameras", "annotations")
+SUBDIRS = ("images", "depth", "masks", "meshes", "segmentation", "latents", "cameras", "annotations")
 INDEX_FILE = "index.jsonl"
 SETTINGS_FILE = "settings.json"
 LABELS_FILE = "images/dataset.json"
@@ -202,10 +203,6 @@ _RANK_INDEX = re.compile(r"^index\.rank(\d+)\.jsonl$")
 KeypointFn = Callable[[np.ndarray], "np.ndarray | None"]
 """A landmark detector: image (S, S, 3) uint8 -> (K, 2) float pixel coordinates (x, y), or None (no face)."""
 
-KEYPOINTS_UNAVAILABLE = (
-    "Keypoints are not available yet: 2D landmarks need the face landmarker that arrives with the "
-    "photo -> 3D feature. Leave 'keypoints' out of --with for now."
-)
 
 
 @dataclass(frozen=True)
@@ -402,8 +399,8 @@ def make_dataset(
     )
     rank, world = options["shard"]
     with_list = options["with_"]
-    if "keypoints" in with_list and keypoint_detector is None:
-        raise InputError(KEYPOINTS_UNAVAILABLE)
+    if keypoint_detector is None and ("keypoints" in with_list or "segmentation" in with_list):
+        keypoint_detector = landmarks.detect_landmarks
     resolution = model.img_resolution
     size = resolution if options["image_size"] is None else options["image_size"]
     if size > resolution:
@@ -546,7 +543,10 @@ def _settings(model, model_id: str | None, options: dict[str, Any], size: int, d
         "mesh_formats": list(options["mesh_formats"]) if meshes else [],
         "mesh_resolution": options["mesh_resolution"] if meshes else None,
         "mesh_level": mesh_task.OFFICIAL_LEVEL if meshes else None,
-        "keypoint_detector": _detector_name(detector) if "keypoints" in options["with_"] else None,
+        "keypoint_detector": landmarks.detector_name(detector) if detector is not None else None,
+        "segmentation_labels": {str(k): v for k, v in landmarks.PART_LABELS.items()} if "segmentation" in options["with_"] else None,
+        "segmentation_palette": {str(k): list(v) for k, v in landmarks.PART_PALETTE.items()}
+        if "segmentation" in options["with_"] else None,
         "batch_size": options["batch_size"],
         "depth_png_counts_per_unit": media.DEPTH_PNG_SCALE,
         "tool": f"3D Face Studio {__version__}",
@@ -624,10 +624,6 @@ def _remove_dataset(out: Path) -> None:
     logger.info("--force: removed %d sample files and the index of the previous dataset", removed)
 
 
-def _detector_name(detector) -> str:
-    return str(getattr(detector, "name", None) or getattr(detector, "__name__", None) or type(detector).__name__)
-
-
 # --- writing one sample --------------------------------------------------------------------------
 
 
@@ -648,9 +644,7 @@ class _SampleWriter:
         label = result.cameras[position]
         files: dict[str, Any] = {}
 
-        image = media.image_to_uint8(result.images[position])
-        if self.size != image.shape[0]:
-            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.Resampling.LANCZOS))
+        image = media.resize_image(media.image_to_uint8(result.images[position]), self.size)
         files["image"] = self._rel(media.save_png(out / "images" / f"{name}.png", image))
         if "depth" in self.with_:
             files["depth"] = self._rel(media.save_png(out / "depth" / f"{name}.png", media.depth_to_uint16(depth)))
@@ -672,8 +666,14 @@ class _SampleWriter:
                 files["meshes"] = None
                 mesh_error = str(error)
         keypoints = None
-        if "keypoints" in self.with_:
-            keypoints = self._keypoints(image, depth, alpha, label)
+        if "keypoints" in self.with_ or "segmentation" in self.with_:
+            frontal = functools.partial(landmarks.frontal_render, model, result.ws[position : position + 1], self.size)
+            keypoints, points, visible = landmarks.keypoints_record((image, depth, alpha, label), self.detector, frontal=frontal)
+            if "segmentation" in self.with_:
+                parts = landmarks.labels_for(self.size, keypoints, points, visible, alpha)
+                files["segmentation"] = self._rel(media.save_png(out / "segmentation" / f"{name}.png", parts))
+            if "keypoints" not in self.with_:
+                keypoints = None
         files["annotation"] = f"annotations/{name}.json"
 
         record: dict[str, Any] = {
@@ -708,18 +708,6 @@ class _SampleWriter:
         # The annotation goes last: a sample with its annotation has every other file in place.
         media.save_json(out / files["annotation"], annotation)
         return record
-
-    def _keypoints(self, image, depth, alpha, label) -> dict[str, Any] | None:
-        points = self.detector(image)
-        if points is None:
-            return None
-        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        lifted = lift_points(points, self.size, depth, label, alpha)
-        return {
-            "detector": _detector_name(self.detector),
-            "points_2d": [[float(x), float(y)] for x, y in points],
-            "points_3d": [None if not np.isfinite(p).all() else [float(v) for v in p] for p in lifted],
-        }
 
     def _rel(self, path: Path) -> str:
         return path.relative_to(self.out).as_posix()

@@ -22,6 +22,7 @@ atomically, so an interrupted run leaves only complete files.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,13 @@ from demo._version import __version__
 from demo.cameras import Camera
 from demo.networks.eg3d import TriplaneGenerator
 from demo.progress import ProgressFn, report
+from demo.errors import InputError
+from demo.tasks import landmarks
 from demo.tasks import mesh as mesh_task
 from demo.tasks.sample import SampleResult, sample_images, view_camera
+
+
+ANNOTATIONS = ("keypoints", "segmentation")
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ def generate_to_folder(
     camera: Camera | None = None,
     names: Sequence[str] | None = None,
     manifest_name: str = "generate.json",
+    annotations: Sequence[str] = (),
     shapes: bool = False,
     shape_resolution: int = 256,
     shape_formats: Sequence[str] = ("glb",),
@@ -84,8 +91,13 @@ def generate_to_folder(
     """Generate samples and write them under ``outdir`` (see the module docstring for the files).
 
     ``camera`` (batch 1 or one per sample) replaces the yaw/pitch/fov view; ``names`` replaces the
-    file stems made from seeds (one per sample).
+    file stems made from seeds (one per sample). ``annotations`` adds ``keypoints`` (``<name>_keypoints.json``:
+    MediaPipe's 478 points and the iBUG 68, 2D, visibility and 3D, as in datasets) and/or ``segmentation``
+    (``<name>_segmentation.png``, face-part labels; ``demo.tasks.landmarks``).
     """
+    unknown = sorted(set(annotations) - set(ANNOTATIONS))
+    if unknown:
+        raise InputError(f"Unknown annotations {unknown}; choose from {', '.join(ANNOTATIONS)}.")
     formats = check_shape_formats(shape_formats) if shapes else ()
     if shapes:
         mesh_task.check_resolution(shape_resolution)
@@ -112,6 +124,8 @@ def generate_to_folder(
     for index, seed in enumerate(result.seeds):
         name = names[index] if names is not None else media.output_stem(seed, index=index)
         files[name] = _write_images(out, name, result, index)
+        if annotations:
+            files[name] += _write_annotations(model, out, name, result, index, annotations)
         if shapes:
             files[name] += write_shapes(
                 model, out, name, result.ws[index : index + 1], shape_resolution, formats, shape_level, mesh_faces
@@ -138,6 +152,20 @@ def _write_images(out: Path, name: str, result: SampleResult, index: int) -> lis
         written.append(media.save_npy(out / f"{name}_z.npy", result.z[index : index + 1]))
     written.append(media.save_npy(out / f"{name}_ws.npy", result.ws[index : index + 1]))
     written.append(media.save_npy(out / f"{name}_camera.npy", result.cameras[index]))
+    return written
+
+
+def _write_annotations(model, out: Path, name: str, result: SampleResult, index: int, annotations) -> list[Path]:
+    image = media.image_to_uint8(result.images[index])
+    render = (image, result.depth[index, 0], result.alpha[index, 0], result.cameras[index])
+    frontal = functools.partial(landmarks.frontal_render, model, result.ws[index : index + 1], image.shape[0])
+    keypoints, points, visible = landmarks.keypoints_record(render, landmarks.detect_landmarks, frontal=frontal)
+    written = []
+    if "keypoints" in annotations:
+        written.append(media.save_json(out / f"{name}_keypoints.json", {"image_size": image.shape[0], "keypoints": keypoints}))
+    if "segmentation" in annotations:
+        labels = landmarks.labels_for(image.shape[0], keypoints, points, visible, result.alpha[index, 0])
+        written.append(media.save_png(out / f"{name}_segmentation.png", labels))
     return written
 
 
