@@ -78,6 +78,9 @@ EG3D checkpoints), ``S`` the image size (the model's output, 512, or ``--image-s
 ``meshes/NNNNNN.ply|glb|obj``      coloured triangle mesh (``--with meshes``, ``--mesh-format``,
                                    ``--mesh-res``): marching cubes of the density at the official level
                                    10, world units, y up, the face towards +z, largest component kept
+``segmentation/NNNNNN.png``        S x S 8-bit face-part labels (``--with segmentation``): 0 background, 1 skin,
+                                   2 brows, 3 eyes, 4 nose, 5 lips, 6 mouth interior, 7 hair and other
+                                   foreground (``demo.tasks.landmarks``; palette in the schema)
 ``latents/NNNNNN.npy``             ws, (1, num_ws, w_dim) float32 = (1, 14, 512) for EG3D, after truncation
 ``cameras/NNNNNN.npy``             (25,) float32 camera label: cam2world 4x4 (OpenCV: x right, y down,
                                    z forward) row-major, then normalised intrinsics 3x3 row-major
@@ -100,10 +103,14 @@ horizontal field of view 2 atan(0.5 / focal) in degrees, ``pivot``), ``camera`` 
 label), ``image_size``, ``depth_size``, ``foreground`` (the 2D box around mask pixels with alpha >=
 0.5, normalised [x0, y0, x1, y1] and in image pixels, plus the covered fraction; ``null`` if the
 mask is empty; it boxes the whole rendered subject, not only the face), ``keypoints`` and
-``files`` (paths relative to the dataset folder). ``keypoints`` is ``null``: 2D landmarks need the
-face landmarker of the photo -> 3D feature; ``--with keypoints`` is refused until it lands
-(:func:`make_dataset` already takes a ``keypoint_detector`` and lifts its 2D points to 3D with the
-depth map and camera, :func:`demo.cameras.lift_points`). When a sample's density never reaches the mesh level,
+``files`` (paths relative to the dataset folder). With ``--with keypoints``, ``keypoints`` holds
+MediaPipe's 478-point face mesh found on the image (or another ``keypoint_detector``'s points) in
+image pixels, a visibility flag per point and the points lifted to world 3D with the depth map and
+camera (:func:`demo.cameras.lift_points`), plus the 68-point iBUG subset; where no face is found
+in a view, the identity is rendered from the front, its landmarks lifted there and projected into
+the view with a depth z-test for visibility (``source: "frontal-projected"``), so every view of an
+identity has consistent keypoints; ``null`` when the front has no detectable face either (random
+weights). When a sample's density never reaches the mesh level,
 its ``files.meshes`` is ``null`` and ``mesh_error`` says why; the sample is still complete.
 
 Resuming and interruptions
