@@ -380,7 +380,7 @@ def _step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
     return float(loss.detach())
 
 
-class _Objective:
+class Objective:
     """The loss of a render against the target, counting only the foreground when a mask is given."""
 
     def __init__(self, target: torch.Tensor, mask: torch.Tensor | None, perceptual: PerceptualFn | None, weight: float):
@@ -406,7 +406,7 @@ class ProjectionResult:
 @torch.enable_grad()
 def project(
     model: TriplaneGenerator,
-    objective: _Objective,
+    objective: Objective,
     label: torch.Tensor,
     start_ws: torch.Tensor,
     settings: InversionSettings,
@@ -448,7 +448,7 @@ class TuningResult:
 @torch.enable_grad()
 def tune(
     model: TriplaneGenerator,
-    objective: _Objective,
+    objective: Objective,
     label: torch.Tensor,
     pivot: torch.Tensor,
     settings: InversionSettings,
@@ -556,7 +556,7 @@ def invert(
         label = view_camera(model).to_label().to(device)
     psnr_start = psnr(_eval_render(model, start_ws, label), target.cpu())
 
-    objective = _Objective(target, mask_t, perceptual, settings.perceptual_weight)
+    objective = Objective(target, mask_t, perceptual, settings.perceptual_weight)
     projection = project(
         model, objective, label, start_ws, settings, w_std=w_std, rng=rng, deadline=deadline,
         progress=_scaled(progress, 0.0, settings.w_steps / total),
