@@ -207,6 +207,67 @@ def test_a_photo_face_chains_through_rotate_and_interpolate(client, tiny_models,
     assert not np.array_equal(edited.ws, face.ws) and media.load_png(edited_image).shape == (32, 32, 3)
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_huge_photo_uploads_are_refused_from_the_header(client, app, tmp_path):
+    """Eight 13000x13000 PNGs at once (a few hundred KB each, 169 megapixels): each is refused clearly, and
+    the server (this process) grows by far less than one decoded copy would take."""
+    pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) is needed for face alignment")
+    import threading
+
+    from PIL import Image
+
+    bomb = tmp_path / "huge.png"
+    Image.new("L", (13000, 13000), 128).save(bomb)
+    assert bomb.stat().st_size < 1_000_000
+    clients = [Client(app.url, verbose=False, download_files=False, analytics_enabled=False) for _ in range(8)]
+    baseline, peak, done = _rss_bytes(), [0], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        def upload(connected):
+            with pytest.raises(Exception) as raised:
+                connected.predict(photo=handle_file(str(bomb)), api_name="/align_photo")
+            return str(raised.value)
+
+        with ThreadPoolExecutor(8) as pool:
+            messages = list(pool.map(upload, clients))
+    finally:
+        done.set()
+        watcher.join()
+        for connected in clients:
+            connected.close()
+    assert all("too large" in message and "169.0 megapixels" in message for message in messages), messages
+    assert peak[0] - baseline < 1_000_000_000, f"RSS grew by {(peak[0] - baseline) / 1e6:.0f} MB"
+
+
+def test_a_16_bit_grey_photo_aligns_through_the_app_as_through_the_library(client, tmp_path):
+    pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) is needed for face alignment")
+    from PIL import Image
+    from skimage import data
+
+    from demo.tasks.faces import align_face
+
+    grey = (np.asarray(Image.fromarray(data.astronaut()).convert("L"), dtype=np.uint16) * 257)
+    photo = tmp_path / "grey16.png"
+    Image.fromarray(grey).save(photo)  # mode I;16
+    assert Image.open(photo).mode == "I;16"
+    crop, pose = client.predict(photo=handle_file(str(photo)), api_name="/align_photo")
+    face = align_face(photo)
+    assert f"yaw {face.yaw_deg:+.1f}°, pitch {face.pitch_deg:+.1f}°" in pose
+    np.testing.assert_array_equal(media.load_png(crop), face.image)
+
+
 # --- bad input ----------------------------------------------------------------------------------
 
 

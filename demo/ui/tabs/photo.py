@@ -21,6 +21,8 @@ PRESET_CHOICES = tuple(PRESETS)
 """'none' projects into W (from the encoder's answer when one is installed) without tuning the generator."""
 MESH_RESOLUTION = 128
 ROTATE_FRAMES = 48
+ALIGN_CONCURRENCY = 2
+"""Photos aligned at once (each decodes a photo of up to 40 megapixels: ~120 MB); more wait in the queue."""
 
 
 def gpu_seconds(model_id, photo, preset, *args, **kwargs) -> int:
@@ -84,12 +86,15 @@ def build(ctx: runtime.UIContext) -> None:
     aligned = gr.State(None)
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
-            photo = gr.Image(label="Photo (one face, roughly facing the camera)", type="filepath", height=280,
-                             elem_id="photo-input")
+            # image_mode=None with type="filepath": Gradio hands over the uploaded file as it is (it only reads
+            # the header), so the library checks the size before anything is decoded and 16-bit or grey
+            # photos reach it unconverted.
+            photo = gr.Image(label="Photo (one face, roughly facing the camera)", type="filepath", image_mode=None,
+                             height=280, elem_id="photo-input")
             preset = gr.Radio(list(PRESET_CHOICES), value="fast", label="Refinement (PTI)",
                               info="none: projection only, no generator tuning; fast fits a 60 s GPU slot")
             run = gr.Button("Reconstruct in 3D", variant="primary", elem_id="photo-btn")
-            crop = gr.Image(label="Aligned crop", interactive=False, height=200, elem_id="photo-crop")
+            crop = gr.Image(label="Aligned crop", interactive=False, height=200, format="png", elem_id="photo-crop")
             pose = gr.Markdown()
         with gr.Column(scale=3):
             with gr.Row():
@@ -116,7 +121,8 @@ def build(ctx: runtime.UIContext) -> None:
         return path
 
     # Guard then run: show the aligned crop and the pose before the slow step; the aligned face is passed on.
-    checked = run.click(align, [photo], [crop, pose, aligned], api_name="align_photo", concurrency_limit=None)
+    checked = run.click(align, [photo], [crop, pose, aligned], api_name="align_photo",
+                        concurrency_id="align", concurrency_limit=ALIGN_CONCURRENCY)
     load = checked.success(ctx.load_model, ctx.model_menu, [ctx.model_menu, ctx.model_status],
                            api_visibility="private", concurrency_limit=None, show_progress="minimal")
     load.success(on_reconstruct, [ctx.model_menu, photo, preset, aligned],
