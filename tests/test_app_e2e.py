@@ -340,3 +340,58 @@ def test_ended_sessions_leave_no_files(tiny_models, tmp_path):
         assert wait_until(lambda: not folder.exists())
         assert served.sessions.sessions() == []
     assert not [path for path in cached if path.exists()]
+
+
+def test_raw_http_clients_and_sigterm_leave_no_session_files(tmp_path):
+    """The app as its own process: 8 raw-HTTP clients (/gradio_api/call/...), then SIGTERM: nothing of ours stays."""
+    import json as json_module
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = free_port()
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "GRADIO_TEMP_DIR": str(temp / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from demo.ui import build_demo\nfrom demo.ui.runtime import ModelProvider\n"
+        f"build_demo(ModelProvider.tiny()).launch(server_name='127.0.0.1', server_port={port}, quiet=True)\n"
+    )
+    server = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parents[1],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return urllib.request.urlopen(url + "/", timeout=2).status == 200
+            except OSError:
+                return False
+
+        assert wait_until(up, 60), "the app did not start"
+
+        def call(seed: int) -> str:
+            body = json_module.dumps({"data": [TINY_ID, seed, 0.7, 0.0, 0.0, 64]}).encode()
+            request = urllib.request.Request(url + "/gradio_api/call/generate", data=body,
+                                             headers={"Content-Type": "application/json"})
+            event = json_module.loads(urllib.request.urlopen(request, timeout=60).read())["event_id"]
+            return urllib.request.urlopen(f"{url}/gradio_api/call/generate/{event}", timeout=120).read().decode()
+
+        with ThreadPoolExecutor(8) as pool:
+            streams = list(pool.map(call, range(20, 28)))
+        assert all("event: complete" in stream and f"seed{seed:04d}.png" in stream
+                   for seed, stream in zip(range(20, 28), streams, strict=True)), streams[0][:500]
+        ours = temp / "3d-face-studio"
+        assert any(ours.rglob("*.png")), "the calls should have written into session folders"
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        assert server.returncode == -signal.SIGTERM
+        assert not [path for path in ours.rglob("*") if path.is_file()] and not any(ours.glob("sessions-*"))
+        cached = [path for path in (temp / "gradio").rglob("*") if path.is_file()] if (temp / "gradio").exists() else []
+        assert not cached, cached[:5]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

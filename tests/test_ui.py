@@ -395,3 +395,22 @@ def test_photo_face_flows_through_every_tab(tiny_models, tmp_path):
     coffee = media.save_png(tmp_path / "upload" / "coffee.png", data.coffee())
     with pytest.raises(gr.Error, match="No face"):
         photo.align(str(coffee))
+
+
+def test_old_session_folders_are_swept(tmp_path):
+    import os
+    import time
+
+    sessions = runtime.SessionFolders(tmp_path / "root", max_age_s=600)
+
+    class Request:
+        def __init__(self, name):
+            self.session_hash = name
+
+    old = sessions.run_dir(Request("raw-http-client"), "generate")
+    fresh = sessions.run_dir(Request("browser"), "rotate")
+    past = time.time() - 3600
+    for path in (old, old.parent):
+        os.utime(path, (past, past))
+    assert sessions.sweep() == [old.parent]
+    assert not old.parent.exists() and fresh.is_dir()

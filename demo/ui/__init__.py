@@ -55,4 +55,5 @@ def build_demo(
         demo.load(sessions.open, api_visibility="private", queue=False)
         demo.unload(sessions.close)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=gpu_concurrency)
+    runtime.clean_up_on_terminate(demo, sessions)
     return demo

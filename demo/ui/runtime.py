@@ -21,9 +21,11 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,19 +257,30 @@ def _how_to_provide(entry: registry.CheckpointEntry) -> str:
 # --- session folders ----------------------------------------------------------------------------
 
 
+SESSION_MAX_AGE_S = 3600.0
+"""A session folder untouched this long is removed (API clients that never end their session)."""
+SWEEP_EVERY_S = 60.0
+
+
 class SessionFolders:
     """One output folder per browser (or API client) session under ``root``.
 
     ``open`` runs on ``demo.load``, ``close`` on ``demo.unload``; handlers call :meth:`run_dir` for a
     fresh folder per request (API clients never trigger ``load``, so folders are also made on demand).
+    Clients that never end a session (raw HTTP calls) leave folders that :meth:`sweep` removes once
+    they are ``max_age_s`` old; it runs from :meth:`run_dir` at most once a minute. Results reach the
+    user through Gradio's own copies, so a removed folder loses nothing already returned.
     """
 
-    def __init__(self, root: str | Path | None = None) -> None:
-        if root is None:  # one folder per server process, removed when it exits
+    def __init__(self, root: str | Path | None = None, *, max_age_s: float = SESSION_MAX_AGE_S) -> None:
+        self.owns_root = root is None
+        if root is None:  # one folder per server process, removed when it exits (or is terminated)
             root = Path(tempfile.gettempdir()) / "3d-face-studio" / f"sessions-{os.getpid()}"
             atexit.register(shutil.rmtree, root, ignore_errors=True)
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.max_age_s = max_age_s
+        self._last_sweep = time.monotonic()
 
     def path(self, request: gr.Request | None) -> Path:
         session = getattr(request, "session_hash", None) or "no-session"
@@ -281,9 +294,26 @@ class SessionFolders:
         shutil.rmtree(self.path(request), ignore_errors=True)
 
     def run_dir(self, request: gr.Request | None, task: str) -> Path:
+        if time.monotonic() - self._last_sweep > SWEEP_EVERY_S:
+            self.sweep()
         folder = self.path(request)
         folder.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(prefix=f"{task}-", dir=folder))
+
+    def sweep(self, now: float | None = None) -> list[Path]:
+        """Remove session folders whose newest entry is older than ``max_age_s``; returns them."""
+        self._last_sweep = time.monotonic()
+        now = time.time() if now is None else now
+        removed = []
+        for folder in self.sessions():
+            try:
+                newest = max([folder.stat().st_mtime, *(entry.stat().st_mtime for entry in folder.iterdir())])
+            except OSError:
+                continue  # removed meanwhile
+            if now - newest > self.max_age_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        return removed
 
     def sessions(self) -> list[Path]:
         """Session folders that exist now."""
@@ -291,6 +321,36 @@ class SessionFolders:
 
     def remove_all(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+_SERVED: list[tuple[weakref.ref, SessionFolders]] = []
+
+
+def clean_up_on_terminate(blocks: Any, sessions: SessionFolders) -> None:
+    """On SIGTERM (a Space or container stopping the app), close ``blocks`` (Gradio deletes its cached copies)
+    and remove our own session root, then end as SIGTERM would. Installed once per process, from the main
+    thread, and only where nobody else handles SIGTERM; every app built in the process is cleaned."""
+    _SERVED.append((weakref.ref(blocks), sessions))
+    if threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if current is _on_terminate or current not in (signal.SIG_DFL, None):
+        return
+    signal.signal(signal.SIGTERM, _on_terminate)
+
+
+def _on_terminate(signum: int, frame: Any) -> None:
+    for blocks_ref, sessions in _SERVED:
+        blocks = blocks_ref()
+        try:
+            if blocks is not None:
+                blocks.close()
+        except Exception:  # still remove the folders, and still terminate
+            logger.warning("closing the app on SIGTERM failed", exc_info=True)
+        if sessions.owns_root:
+            sessions.remove_all()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def zip_folder(folder: Path) -> Path:
