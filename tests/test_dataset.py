@@ -52,11 +52,11 @@ def _make(model, out, **kwargs):
 
 
 def _hashes(folder: Path, *, skip=("settings.json",)) -> dict[str, str]:
-    """sha256 of every file under ``folder`` (relative path -> digest)."""
+    """sha256 of every data file under ``folder`` (relative path -> digest); the writers' lock files say who ran."""
     return {
         path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name not in skip
+        if path.is_file() and path.name not in skip and not path.name.startswith(".writer")
     }
 
 
@@ -470,3 +470,23 @@ def test_a_full_disk_stops_cleanly_and_the_run_resumes(tiny, tmp_path, monkeypat
     monkeypatch.setattr(media, "save_png", real_save_png)
     assert cli.main(["dataset", "--model", "tiny", "--num", "10", "--out", str(out)]) == 0
     assert _hashes(out) == _hashes(reference)
+
+
+def test_a_second_writer_is_refused_and_told_who_holds_the_folder(tiny, tmp_path, capsys):
+    import fcntl
+
+    out = tmp_path / "data"
+    out.mkdir()
+    with open(out / dataset.LOCK_FILE, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242 on render-box since 2026-12-06 03:00:00: python -m demo dataset ...")
+        held.flush()
+        with pytest.raises(InputError, match="pid 4242 on render-box.*--shard R/W"):
+            _make(tiny, out, num=2)
+        assert cli.main(["dataset", "--model", "tiny", "--num", "2", "--out", str(out)]) == 2
+        assert "Another process is writing this dataset" in capsys.readouterr().err
+        assert not (out / "images").exists()  # nothing was rendered
+        _make(tiny, out, num=2, shard=(1, 2))  # another shard has its own lock
+    result = _make(tiny, out, num=2)  # released: the folder is usable again (and resumes shard 1's work)
+    assert result.total == 2 and result.skipped == 2 and result.written == 0
+    assert "pid" in (out / dataset.LOCK_FILE).read_text()

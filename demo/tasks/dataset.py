@@ -124,7 +124,9 @@ are removed. A larger ``--num`` extends the dataset; a smaller one leaves existi
 ``--force`` starts over: it removes this tool's sample files (six-digit names in the folders
 above), the index files and ``dataset.json``; nothing else in the folder is touched. Out of disk
 space, the run stops with a clear error (exit status 2); the samples already indexed stay valid,
-and a rerun continues.
+and a rerun continues. One process writes a folder (or one shard of it) at a time: a writer holds
+an advisory lock on ``.writer.lock`` (``.writer.rank<R>.lock`` per shard) that names it, and a second
+writer is refused with that name instead of rendering the same samples again.
 
 Determinism, batching and sharding
 ----------------------------------
@@ -203,6 +205,7 @@ _SEED_MAX = 2**32 - 1  # numpy's RandomState seeds
 SUBDIRS = ("images", "depth", "masks", "meshes", "segmentation", "latents", "cameras", "annotations")
 INDEX_FILE = "index.jsonl"
 SETTINGS_FILE = "settings.json"
+LOCK_FILE = ".writer.lock"
 LABELS_FILE = "images/dataset.json"
 _SAMPLE_FILE = re.compile(r"^(\d{6})\.(png|npy|json|ply|glb|obj|mrc)(\.part)?$")
 _RANK_INDEX = re.compile(r"^index\.rank(\d+)\.jsonl$")
@@ -423,68 +426,69 @@ def make_dataset(
 
     started = time.perf_counter()
     out = media.check_writable_dir(out_dir)
-    settings = _settings(model, model_id, options, size, keypoint_detector)
-    settings_path = out / SETTINGS_FILE
-    coordinator = rank == 0 or not distributed
-    with _disk_errors(out):
-        _check_settings(out, settings, force=force)
-        _remove_stale_parts(out, None if world == 1 else f"rank{rank}")
-        if coordinator and (force or not settings_path.is_file()):
-            if force:
-                _remove_dataset(out)
-            _write_text(settings_path, json.dumps(settings, indent=2) + "\n", tag=f"rank{rank}")
-        if distributed:
-            _barrier()
+    with _writer_lock(out, rank, world):  # one writer per folder (per shard): a second one would redo the work
+        settings = _settings(model, model_id, options, size, keypoint_detector)
+        settings_path = out / SETTINGS_FILE
+        coordinator = rank == 0 or not distributed
+        with _disk_errors(out):
+            _check_settings(out, settings, force=force)
+            _remove_stale_parts(out, None if world == 1 else f"rank{rank}")
+            if coordinator and (force or not settings_path.is_file()):
+                if force:
+                    _remove_dataset(out)
+                _write_text(settings_path, json.dumps(settings, indent=2) + "\n", tag=f"rank{rank}")
+            if distributed:
+                _barrier()
 
-    num_samples = options["num"]
-    render_batch = max(options["batch_size"], 2)  # a batch of 1 takes other kernels (see the docstring)
-    batches = _batches_of_rank(num_samples, options["batch_size"], rank, world)
-    owned = [index for batch in batches for index in batch]
-    owned_set = set(owned)
-    records = _read_all_indexes(out)
-    listing = _scan_files(out, owned=None if world == 1 else owned_set)
-    done = {index for index in owned if index in records and _is_complete(records[index], listing)}
-    todo_total = len(owned) - len(done)
-    if done:
-        logger.info("resuming: %d of %d samples of this share are complete", len(done), len(owned))
-    index_path = out / (INDEX_FILE if world == 1 else f"index.rank{rank}.jsonl")
+        num_samples = options["num"]
+        render_batch = max(options["batch_size"], 2)  # a batch of 1 takes other kernels (see the docstring)
+        batches = _batches_of_rank(num_samples, options["batch_size"], rank, world)
+        owned = [index for batch in batches for index in batch]
+        owned_set = set(owned)
+        records = _read_all_indexes(out)
+        listing = _scan_files(out, owned=None if world == 1 else owned_set)
+        done = {index for index in owned if index in records and _is_complete(records[index], listing)}
+        todo_total = len(owned) - len(done)
+        if done:
+            logger.info("resuming: %d of %d samples of this share are complete", len(done), len(owned))
+        index_path = out / (INDEX_FILE if world == 1 else f"index.rank{rank}.jsonl")
 
-    writer = _SampleWriter(model, out, settings, options, size, keypoint_detector)
-    written = 0
-    render_started = time.perf_counter()
-    with _disk_errors(out), _IndexAppender(index_path) as appender:
-        for batch in batches:
-            missing = [index for index in batch if index not in done]
-            if not missing:
-                continue
-            result, batch_views = _render_batch(model, batch, render_batch, options)
-            for position, index in enumerate(batch):
-                if index in done:
+        writer = _SampleWriter(model, out, settings, options, size, keypoint_detector)
+        written = 0
+        render_started = time.perf_counter()
+        with _disk_errors(out), _IndexAppender(index_path) as appender:
+            for batch in batches:
+                missing = [index for index in batch if index not in done]
+                if not missing:
                     continue
-                record = writer.write(index, result, batch_views[position], position)
-                appender.append(json.dumps(record, separators=(",", ":")))
-                written += 1
-                elapsed = max(time.perf_counter() - render_started, 1e-9)
-                rate = written / elapsed
-                complete = len(done) + written
-                eta = (todo_total - written) / rate if rate > 0 else 0.0
-                report(
-                    progress, complete / len(owned),
-                    f"{complete}/{len(owned)} samples, {rate:.2f} samples/s, ETA {_format_seconds(eta)}",
-                )
-    report(progress, 1.0, f"{len(owned)}/{len(owned)} samples")
+                result, batch_views = _render_batch(model, batch, render_batch, options)
+                for position, index in enumerate(batch):
+                    if index in done:
+                        continue
+                    record = writer.write(index, result, batch_views[position], position)
+                    appender.append(json.dumps(record, separators=(",", ":")))
+                    written += 1
+                    elapsed = max(time.perf_counter() - render_started, 1e-9)
+                    rate = written / elapsed
+                    complete = len(done) + written
+                    eta = (todo_total - written) / rate if rate > 0 else 0.0
+                    report(
+                        progress, complete / len(owned),
+                        f"{complete}/{len(owned)} samples, {rate:.2f} samples/s, ETA {_format_seconds(eta)}",
+                    )
+        report(progress, 1.0, f"{len(owned)}/{len(owned)} samples")
 
-    total = index = labels = None
-    with _disk_errors(out):
-        if distributed:
-            _barrier()
-        if coordinator:
-            merged = _merge(out, rank=rank, remove_rank_files=(world == 1 or distributed))
-            total, index, labels = len(merged), out / INDEX_FILE, out / LABELS_FILE
-    return DatasetResult(
-        out_dir=out, rank=rank, world=world, written=written, skipped=len(done), total=total, index=index,
-        labels=labels, settings=settings_path, seconds=time.perf_counter() - started,
-    )
+        total = index = labels = None
+        with _disk_errors(out):
+            if distributed:
+                _barrier()
+            if coordinator:
+                merged = _merge(out, rank=rank, remove_rank_files=(world == 1 or distributed))
+                total, index, labels = len(merged), out / INDEX_FILE, out / LABELS_FILE
+        return DatasetResult(
+            out_dir=out, rank=rank, world=world, written=written, skipped=len(done), total=total, index=index,
+            labels=labels, settings=settings_path, seconds=time.perf_counter() - started,
+        )
 
 
 def _distributed(world: int) -> bool:
@@ -602,6 +606,39 @@ def _check_settings(out: Path, settings: dict[str, Any], *, force: bool) -> None
         f"{out} holds a dataset made with other settings ({'; '.join(changed)}). Rerun with the original settings to "
         "resume it, choose another --out, or pass --force to start over."
     )
+
+
+@contextlib.contextmanager
+def _writer_lock(out: Path, rank: int, world: int) -> Iterator[None]:
+    """Hold ``.writer.lock`` (``.writer.rank<R>.lock`` for shards) while writing; refuse if another process holds it.
+
+    An advisory ``flock``: the system releases it when the holder exits, however it ends. The file says
+    who holds it (pid, host, start time, command), for the message to the second writer.
+    """
+    import fcntl
+    import socket
+    import sys
+
+    path = out / (LOCK_FILE if world == 1 else f".writer.rank{rank}.lock")
+    handle = open(path, "a+")  # noqa: SIM115 (held open for the whole run)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise InputError(
+                f"Another process is writing this dataset ({holder}); two writers would render the same samples. "
+                "Wait for it to finish (rerunning then resumes), or give each process its own share with --shard R/W."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                     f"{' '.join(sys.argv)[:200]}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 def _has_dataset_files(out: Path) -> bool:
