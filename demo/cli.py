@@ -349,6 +349,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             annotations=[part.strip() for part in args.annotate.split(",") if part.strip()],
             model_name=str(args.model), progress=progress,
         )
+    for name, error in result.mesh_errors.items():
+        print(f"warning: {name}: no mesh. {error} (--shape-level)", file=sys.stderr)
     print(f"wrote {len(result.files)} samples to {result.outdir}")
     return 0
 

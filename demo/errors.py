@@ -23,5 +23,9 @@ class InputError(DemoError):
     """User input (an image, a latent file, an option value) cannot be used as given."""
 
 
+class NoSurfaceError(InputError):
+    """A density volume never reaches the mesh iso-level: there is no surface to mesh (the image is still fine)."""
+
+
 class ResourceError(DemoError):
     """The device ran out of memory or a time budget was exceeded."""

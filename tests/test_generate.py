@@ -125,3 +125,13 @@ def test_unwritable_outdir(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["generate", "--model", "tiny", "--outdir", str(blocker / "sub")]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_a_sample_without_a_surface_keeps_its_images_and_the_cli_says_why(tmp_path, capsys):
+    from demo.cli import main
+
+    assert main(["generate", "--model", "tiny", "--seeds", "1,2", "--shapes", "--shape-res", "32", "--shape-level", "1e9",
+                 "--outdir", str(tmp_path), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "seed0001: no mesh" in err and "--shape-level" in err
+    assert (tmp_path / "seed0002.png").is_file() and not (tmp_path / "seed0002.glb").exists()

@@ -317,6 +317,7 @@ def test_locally_the_default_is_loaded_on_first_use(empty_checkpoints, monkeypat
     with pytest.raises(gr.Error) as raised:
         _generate(models, empty_checkpoints / "out", model_id="eg3d-ffhq512-128")
     assert "eg3d-ffhq512-128 is not available locally" in raised.value.message
+    assert 'model_id="tiny"' in raised.value.message  # API callers are told how to try the interface
 
 
 def test_a_converted_checkpoint_is_preloaded_and_used(empty_checkpoints, monkeypatch):
@@ -414,3 +415,16 @@ def test_old_session_folders_are_swept(tmp_path):
         os.utime(path, (past, past))
     assert sessions.sweep() == [old.parent]
     assert not old.parent.exists() and fresh.is_dir()
+
+
+def test_a_face_without_a_surface_still_gets_its_image(tiny_models, tmp_path, monkeypatch):
+    """A seed whose density never reaches the mesh level: image and depth come back, the mesh is None, with a warning."""
+    import functools
+
+    monkeypatch.setattr(generate, "generate_to_folder", functools.partial(generate.generate_to_folder, shape_level=1e9))
+    with pytest.warns(UserWarning, match="no 3D surface"):
+        image, depth, mesh, files = _generate(tiny_models, tmp_path)
+    assert mesh is None and Path(image).is_file() and Path(depth).is_file()
+    manifest = json.loads(Path(next(f for f in files if f.endswith("generate.json"))).read_text())
+    assert "never crosses the iso-level" in manifest["mesh_errors"]["seed0003"]
+    assert "--shape-level" not in manifest["mesh_errors"]["seed0003"]  # no CLI flag in the library's words

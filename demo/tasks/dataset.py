@@ -179,7 +179,7 @@ import numpy as np
 from demo import media
 from demo._version import __version__
 from demo.cameras import FOREGROUND_ALPHA, Camera, horizontal_fov_deg
-from demo.errors import DemoError, InputError, ResourceError
+from demo.errors import DemoError, InputError, NoSurfaceError, ResourceError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.progress import ProgressFn, report
 from demo.tasks import mesh as mesh_task
@@ -706,7 +706,7 @@ class _SampleWriter:
                     self.options["mesh_formats"], mesh_task.OFFICIAL_LEVEL, None,
                 )
                 files["meshes"] = {path.suffix.lstrip("."): self._rel(path) for path in paths}
-            except InputError as error:  # the density never reaches the iso-level: no surface to mesh
+            except NoSurfaceError as error:  # the density never reaches the iso-level: no surface to mesh
                 files["meshes"] = None
                 mesh_error = str(error)
         keypoints = None

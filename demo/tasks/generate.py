@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from demo._version import __version__
 from demo.cameras import Camera
 from demo.networks.eg3d import TriplaneGenerator
 from demo.progress import ProgressFn, report
-from demo.errors import InputError
+from demo.errors import InputError, NoSurfaceError
 from demo.tasks import landmarks
 from demo.tasks import mesh as mesh_task
 from demo.tasks.sample import SampleResult, sample_images, view_camera
@@ -53,6 +53,8 @@ class GenerateResult:
     files: dict[str, list[Path]]
     """Per sample name, the files written for it."""
     manifest: Path
+    mesh_errors: dict[str, str] = field(default_factory=dict)
+    """Per sample name without a mesh, why (its density never reaches the iso-level)."""
 
 
 def check_shape_formats(formats: Sequence[str]) -> tuple[str, ...]:
@@ -118,6 +120,7 @@ def generate_to_folder(
         progress=None if progress is None else lambda f, m: progress(f * render_share, m),
     )
     files: dict[str, list[Path]] = {}
+    mesh_errors: dict[str, str] = {}
     count = len(result.seeds)
     if names is not None and len(names) != count:
         raise ValueError(f"names: {len(names)} given for {count} samples")
@@ -127,15 +130,18 @@ def generate_to_folder(
         if annotations:
             files[name] += _write_annotations(model, out, name, result, index, annotations)
         if shapes:
-            files[name] += write_shapes(
-                model, out, name, result.ws[index : index + 1], shape_resolution, formats, shape_level, mesh_faces
-            )
+            try:
+                files[name] += write_shapes(
+                    model, out, name, result.ws[index : index + 1], shape_resolution, formats, shape_level, mesh_faces
+                )
+            except NoSurfaceError as error:  # the images are fine; only this sample has no mesh
+                mesh_errors[name] = str(error)
         report(progress, render_share + (1 - render_share) * (index + 1) / count, f"wrote {name}")
     manifest = _write_manifest(out / manifest_name, model, model_name, result, files, locals_=dict(
         yaw_deg=yaw_deg, pitch_deg=pitch_deg, fov_deg=fov_deg, shapes=shapes, shape_resolution=shape_resolution,
-        shape_formats=list(formats), shape_level=shape_level, mesh_faces=mesh_faces,
+        shape_formats=list(formats), shape_level=shape_level, mesh_faces=mesh_faces, mesh_errors=mesh_errors,
     ))
-    return GenerateResult(outdir=out, files=files, manifest=manifest)
+    return GenerateResult(outdir=out, files=files, manifest=manifest, mesh_errors=mesh_errors)
 
 
 def _write_images(out: Path, name: str, result: SampleResult, index: int) -> list[Path]:

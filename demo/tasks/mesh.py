@@ -29,7 +29,7 @@ import torch
 
 from demo import media
 from demo.cameras import Camera
-from demo.errors import InputError
+from demo.errors import NoSurfaceError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.progress import ProgressFn, report
 from demo.render.grid import density_grid, grid_points, official_border_pad, official_density_volume
@@ -156,9 +156,9 @@ def mesh_from_volume(
             index[axis] = slice(n - pad, n)
             volume[tuple(index)] = empty
     if not (volume.min() < level < volume.max()):
-        raise InputError(
+        raise NoSurfaceError(
             f"The density never crosses the iso-level {level:g} (it ranges from {volume.min():.3g} to {volume.max():.3g}), "
-            "so there is no surface to mesh. Choose a level inside that range (--shape-level)."
+            "so there is no surface to mesh at that level; a level inside that range would give one."
         )
     spacing = box_warp / (n - 1)
     vertices, faces, normals, _ = measure.marching_cubes(volume, level=level, spacing=(spacing,) * 3)

@@ -360,6 +360,7 @@ def zip_folder(folder: Path) -> Path:
 
 # --- errors and progress ------------------------------------------------------------------------
 
+PREVIEW_HINT = f'To try the interface meanwhile, choose the tiny model ({PREVIEW_LABEL}; API: model_id="tiny").'
 GENERIC_ERROR = "Something went wrong on our side; it has been logged. Try again, or with other settings."
 OUT_OF_MEMORY = (
     "The GPU ran out of memory. Try smaller settings: a lower mesh resolution, fewer frames, "
@@ -376,8 +377,10 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except gr.Error:
             raise
+        except CheckpointError as error:  # the page falls back to the preview model in its guard step; API calls get this
+            raise gr.Error(f"{error} {PREVIEW_HINT}", title="Model not available", print_exception=False) from None
         except DemoError as error:
-            raise gr.Error(str(error), title=_error_title(error), print_exception=False) from None
+            raise gr.Error(str(error), title="Cannot do that", print_exception=False) from None
         except torch.cuda.OutOfMemoryError:
             logger.warning("out of GPU memory in %s", fn.__name__, exc_info=True)
             raise gr.Error(OUT_OF_MEMORY, title="Out of GPU memory", print_exception=False) from None
@@ -386,10 +389,6 @@ def user_errors(fn: F) -> F:
             raise gr.Error(GENERIC_ERROR, print_exception=False) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _error_title(error: DemoError) -> str:
-    return "Model not available" if isinstance(error, CheckpointError) else "Cannot do that"
 
 
 def progress_fn(progress: gr.Progress | None) -> ProgressFn | None:
@@ -401,6 +400,20 @@ def progress_fn(progress: gr.Progress | None) -> ProgressFn | None:
         progress(fraction, desc=message)
 
     return report
+
+
+NO_SURFACE = (
+    "This face has no 3D surface at the standard density level (its density never reaches it), so there is no "
+    "mesh; the image and depth are shown. Another seed or truncation usually has one."
+)
+
+
+def mesh_or_warning(result: Any, name: str) -> str | None:
+    """The .glb of ``name`` from a ``GenerateResult``, or None with a visible warning when it has no surface."""
+    if name in getattr(result, "mesh_errors", {}):
+        gr.Warning(NO_SURFACE)
+        return None
+    return str(Path(result.outdir) / f"{name}.glb")
 
 
 # --- reading widget values ----------------------------------------------------------------------

@@ -61,7 +61,7 @@ def generate(
     stem = output_stem(seed)
     face = face_from_seed(model, seed, truncation_psi=truncation).save(out_dir / stem)  # for Rotate/Interpolate/Multi-view
     files = [str(path) for path in result.files[stem]] + [str(result.manifest), str(face)]
-    return str(out_dir / f"{stem}.png"), str(out_dir / f"{stem}_depth_color.png"), str(out_dir / f"{stem}.glb"), files
+    return str(out_dir / f"{stem}.png"), str(out_dir / f"{stem}_depth_color.png"), runtime.mesh_or_warning(result, stem), files
 
 
 def build(ctx: runtime.UIContext) -> None:

@@ -78,7 +78,10 @@ def reconstruct(
     )
     name = reconstruction.face.name
     face_file = str(out_dir / (name + FACE_SUFFIX))
-    return (str(out_dir / f"{name}.png"), str(out_dir / f"{name}_depth_color.png"), str(out_dir / f"{name}.glb"),
+    mesh = out_dir / f"{name}.glb"
+    if not mesh.is_file():
+        gr.Warning(runtime.NO_SURFACE)
+    return (str(out_dir / f"{name}.png"), str(out_dir / f"{name}_depth_color.png"), str(mesh) if mesh.is_file() else None,
             [str(path) for path in files], face_file, face_file)
 
 
