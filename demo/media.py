@@ -296,8 +296,52 @@ def save_npy(path: str | os.PathLike, array: torch.Tensor | np.ndarray) -> Path:
     return path
 
 
-def load_npy(path: str | os.PathLike, *, shape: tuple[int, ...] | None = None) -> np.ndarray:
+MAX_NPY_BYTES = 512 * 1024 * 1024
+"""Largest array load_npy reads (100,000 z of 512 float64 are 400 MB); the header is checked first."""
+
+
+def read_npy_header(path: str | os.PathLike) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from a ``.npy`` file's header, without reading its data.
+
+    Raises:
+        InputError: missing file, not a ``.npy`` file, object (pickled) data, or a header that
+            claims more data than the file holds.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                raise ValueError(f"unknown .npy version {version}")
+            offset = handle.tell()
+    except FileNotFoundError as error:
+        raise InputError(f"{path} does not exist.") from error
+    except (OSError, ValueError, EOFError, SyntaxError) as error:
+        raise InputError(f"{path} is not a .npy array file ({error}). Save arrays with numpy.save.") from None
+    if dtype.hasobject:
+        raise InputError(f"{path} is not a .npy array file (it holds pickled Python objects, which are never loaded).")
+    if any(size < 0 for size in shape):
+        raise InputError(f"{path} has a damaged header (shape {shape}).")
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if offset + claimed > path.stat().st_size:
+        raise InputError(
+            f"{path} is damaged: its header describes an array of shape {tuple(shape)} ({claimed / 1e6:.1f} MB) "
+            f"but the file holds {path.stat().st_size / 1e6:.1f} MB."
+        )
+    return tuple(int(size) for size in shape), dtype
+
+
+def load_npy(
+    path: str | os.PathLike, *, shape: tuple[int, ...] | None = None, max_bytes: int = MAX_NPY_BYTES
+) -> np.ndarray:
     """Read a ``.npy`` array without ever unpickling, optionally checking its shape.
+
+    The header is read first: a wrong shape, object data, a damaged file or an array over
+    ``max_bytes`` is refused before any data is read.
 
     Args:
         path: a file written by ``numpy.save``.
@@ -305,28 +349,26 @@ def load_npy(path: str | os.PathLike, *, shape: tuple[int, ...] | None = None) -
 
     Raises:
         InputError: the file is missing, is not a ``.npy`` array (an ``.npz``, a pickle, an object
-            array, anything else), or has the wrong shape.
+            array, anything else), is too large, or has the wrong shape.
     """
     if shape is not None and not all(isinstance(size, int) and size >= -1 for size in shape):
         raise ValueError(f"shape entries must be sizes or -1 (any size), got {shape}")
     path = Path(path)
+    header_shape, dtype = read_npy_header(path)
+    if shape is not None and not _shape_matches(header_shape, shape):
+        sizes = ["any" if size == -1 else str(size) for size in shape]
+        expected = f"({sizes[0]},)" if len(sizes) == 1 else f"({', '.join(sizes)})"
+        raise InputError(f"{path} holds an array of shape {header_shape}, expected {expected}.")
+    size = int(np.prod(header_shape, dtype=object)) * dtype.itemsize
+    if size > max_bytes:
+        raise InputError(f"{path} holds {size / 1e6:.0f} MB of data; at most {max_bytes / 1e6:.0f} MB are read here.")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except FileNotFoundError as error:
-        raise InputError(f"{path} does not exist.") from error
     except ValueError as error:
-        # NumPy's message for pickled content is "... when allow_pickle=False".
         reason = "it holds pickled Python objects, which are never loaded" if "pickle" in str(error) else str(error)
         raise InputError(f"{path} is not a .npy array file ({reason}). Save arrays with numpy.save.") from error
     except (OSError, EOFError) as error:
         raise InputError(f"{path} is not a .npy array file ({error}). Save arrays with numpy.save.") from error
-    if not isinstance(loaded, np.ndarray):  # an .npz archive
-        loaded.close()
-        raise InputError(f"{path} is not a .npy array file (it is an .npz archive). Save one array with numpy.save.")
-    if shape is not None and not _shape_matches(loaded.shape, shape):
-        sizes = ["any" if size == -1 else str(size) for size in shape]
-        expected = f"({sizes[0]},)" if len(sizes) == 1 else f"({', '.join(sizes)})"
-        raise InputError(f"{path} holds an array of shape {tuple(loaded.shape)}, expected {expected}.")
     return loaded
 
 

@@ -459,3 +459,32 @@ def test_check_writable_dir_read_only_is_input_error(tmp_path):
             check_writable_dir(locked)
     finally:
         locked.chmod(0o700)
+
+
+def _npy_with_header(path, shape, dtype="<f4", payload=b"\0" * 64):
+    """A .npy whose header claims ``shape`` whatever data follows (a crafted or truncated file)."""
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        handle.write(payload)
+    return path
+
+
+def test_npy_headers_are_checked_before_any_data_is_read(tmp_path):
+    from demo.tasks.interpolate import load_keyframes
+
+    huge = _npy_with_header(tmp_path / "huge_ws.npy", (10**12, 14, 512))  # 28 PB claimed, 64 bytes present
+    for load in (lambda p: media.load_npy(p), lambda p: load_keyframes([p], num_ws=14, w_dim=512)):
+        with pytest.raises(InputError, match="damaged"):
+            load(huge)
+    objects = _npy_with_header(tmp_path / "objects.npy", (2,), dtype="|O")
+    with pytest.raises(InputError, match="pickled"):
+        media.load_npy(objects)
+    np.save(tmp_path / "big.npy", np.zeros((1000, 512), np.float32))
+    with pytest.raises(InputError, match="at most"):
+        media.load_npy(tmp_path / "big.npy", max_bytes=100_000)
+    with pytest.raises(InputError, match="expected \\(any, 14, 512\\)"):
+        media.load_npy(tmp_path / "big.npy", shape=(-1, 14, 512))  # refused from the header
+    np.save(tmp_path / "many_ws.npy", np.zeros((20, 14, 512), np.float32))
+    with pytest.raises(InputError, match="more than 16 identities"):
+        load_keyframes([tmp_path / "many_ws.npy"], num_ws=14, w_dim=512, max_rows=16)

@@ -32,6 +32,7 @@ from typing import Literal, get_args
 import numpy as np
 from scipy.interpolate import interp1d
 
+from demo import media
 from demo.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 InterpolationMode = Literal["linear", "slerp", "cubic-loop"]
 INTERPOLATION_MODES: tuple[str, ...] = get_args(InterpolationMode)
 
+MAX_KEYFRAME_ROWS = 4096
+"""Identities one call reads from ws files (4096 x 14 x 512 float32 = 117 MB)."""
 OFFICIAL_W_FRAMES = 120
 """``gen_videos.py --w-frames`` default: frames between consecutive keyframes."""
 OFFICIAL_WRAPS = 2
@@ -308,16 +311,18 @@ def keyframe_weights(num_frames: int, num_keyframes: int, *, mode: Interpolation
 # Reading keyframes
 
 
-def load_keyframes(paths: Sequence[str | Path], *, num_ws: int, w_dim: int) -> np.ndarray:
+def load_keyframes(
+    paths: Sequence[str | Path], *, num_ws: int, w_dim: int, max_rows: int = MAX_KEYFRAME_ROWS
+) -> np.ndarray:
     """Read ws ``.npy`` files (as ``generate`` writes them) into ``(K, num_ws, w_dim)`` float32.
 
     Each file holds ``(num_ws, w_dim)`` or ``(N, num_ws, w_dim)`` (``generate`` writes N = 1);
-    a file with N rows contributes N keyframes, in order. Files are read with
-    ``allow_pickle=False``, so a pickled file is refused rather than executed.
+    a file with N rows contributes N keyframes, in order. The header is checked before any data is
+    read (shape, at most ``max_rows`` rows in all, no pickled objects: they are never loaded).
 
     Raises:
         InputError: no files, a file that cannot be read, holds no numeric array, has the wrong
-            shape or non-finite values.
+            shape, too many rows, or non-finite values.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -325,28 +330,29 @@ def load_keyframes(paths: Sequence[str | Path], *, num_ws: int, w_dim: int) -> n
         raise InputError("No latent files given; pass one or more *_ws.npy files written by `generate`.")
     expected = (num_ws, w_dim)
     keyframes: list[np.ndarray] = []
+    rows = 0
     for path in map(Path, paths):
+        if not path.is_file():
+            raise InputError(f"Latent file {path} does not exist.")
         try:
-            array = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise InputError(f"Latent file {path} does not exist.") from None
-        except (OSError, ValueError, EOFError) as error:
+            shape, dtype = media.read_npy_header(path)
+        except InputError as error:
             raise InputError(
                 f"Cannot read latent file {path} as a NumPy .npy array ({error}). Use a *_ws.npy file written by "
                 "`generate`; pickled files are not accepted."
-            ) from error
-        if not isinstance(array, np.ndarray):  # an .npz archive
-            array.close()
-            raise InputError(f"Latent file {path} is an .npz archive; pass a single *_ws.npy array.")
-        if array.dtype.kind not in "fiu":
-            raise InputError(f"Latent file {path} holds {array.dtype} values, not real numbers.")
-        if array.ndim == 2:
-            array = array[None]
-        if array.ndim != 3 or array.shape[1:] != expected:
+            ) from None
+        if dtype.kind not in "fiu":
+            raise InputError(f"Latent file {path} holds {dtype} values, not real numbers.")
+        shape3 = (1, *shape) if len(shape) == 2 else shape
+        if len(shape3) != 3 or tuple(shape3[1:]) != expected:
             raise InputError(
-                f"Latent file {path} has shape {array.shape}; expected (1, {num_ws}, {w_dim}), ({num_ws}, {w_dim}) "
+                f"Latent file {path} has shape {shape3}; expected (1, {num_ws}, {w_dim}), ({num_ws}, {w_dim}) "
                 f"or (N, {num_ws}, {w_dim}) for this model. Was it written for another checkpoint?"
             )
+        rows += shape3[0]
+        if rows > max_rows:
+            raise InputError(f"The latent files hold more than {max_rows} identities; pass fewer at a time.")
+        array = np.load(path, allow_pickle=False).reshape(shape3)
         if not np.isfinite(array).all():
             raise InputError(f"Latent file {path} contains NaN or infinite values.")
         keyframes.append(array.astype(np.float32))
