@@ -40,6 +40,14 @@ def _check(condition: bool, name: str, message: str) -> None:
         raise ValueError(f"{name}: {message}")
 
 
+def _within(value: Any, name: str, low: float, high: float, *, integer: bool = True) -> None:
+    """A number (an int where ``integer``) in [low, high]: checked before anything is built from a config, so a
+    checkpoint cannot ask for a model that exhausts memory."""
+    kinds = (int,) if integer else (int, float)
+    _check(isinstance(value, kinds) and not isinstance(value, bool), name, f"must be a{'n integer' if integer else ' number'}, got {value!r}")
+    _check(math.isfinite(value) and low <= value <= high, name, f"must be from {low:g} to {high:g}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class MappingConfig:
     """StyleGAN2 mapping network z (+ camera label c) -> w."""
@@ -64,10 +72,13 @@ class MappingConfig:
     """The last fc layer has no activation (PanoHead's camera-offset mapping)."""
 
     def __post_init__(self) -> None:
-        _check(self.z_dim >= 0, "z_dim", "must be >= 0")
-        _check(self.c_dim >= 0, "c_dim", "must be >= 0")
-        _check(self.w_dim > 0, "w_dim", "must be > 0")
-        _check(self.num_layers >= 1, "num_layers", "must be >= 1")
+        _within(self.z_dim, "z_dim", 0, 4096)
+        _within(self.c_dim, "c_dim", 0, 1024)
+        _within(self.w_dim, "w_dim", 1, 4096)
+        _within(self.num_layers, "num_layers", 1, 64)
+        for name in ("embed_features", "layer_features"):
+            if getattr(self, name) is not None:
+                _within(getattr(self, name), name, 1, 4096)
         _check(self.z_dim + self.c_dim > 0, "z_dim", "z_dim and c_dim cannot both be 0")
 
     @property
@@ -96,13 +107,13 @@ class SynthesisConfig:
     """Clamp of conv outputs (times the activation gain); None disables it."""
 
     def __post_init__(self) -> None:
+        _within(self.resolution, "resolution", 4, 2048)
         _check(
-            self.resolution >= 4 and 2 ** int(math.log2(self.resolution)) == self.resolution,
-            "resolution",
-            f"must be a power of two >= 4, got {self.resolution}",
+            2 ** int(math.log2(self.resolution)) == self.resolution, "resolution", f"must be a power of two >= 4, got {self.resolution}"
         )
-        _check(self.channel_base > 0 and self.channel_max > 0, "channel_base", "must be > 0")
-        _check(self.num_fp16_res >= 0, "num_fp16_res", "must be >= 0")
+        _within(self.channel_base, "channel_base", 1, 1 << 20)
+        _within(self.channel_max, "channel_max", 1, 4096)
+        _within(self.num_fp16_res, "num_fp16_res", 0, 16)
 
     @property
     def block_resolutions(self) -> list[int]:
@@ -151,8 +162,10 @@ class RenderConfig:
     """Equalized-lr multiplier of the decoder layers."""
 
     def __post_init__(self) -> None:
-        _check(self.neural_rendering_resolution > 0, "neural_rendering_resolution", "must be > 0")
-        _check(self.depth_samples >= 2, "depth_samples", "must be >= 2")
+        _within(self.neural_rendering_resolution, "neural_rendering_resolution", 1, 2048)
+        _within(self.depth_samples, "depth_samples", 2, 4096)
+        _within(self.importance_samples, "importance_samples", 0, 4096)
+        _within(self.box_warp, "box_warp", 1e-6, 1e6, integer=False)
         _check(
             self.importance_samples == 0 or self.depth_samples >= MIN_DEPTH_SAMPLES_FOR_IMPORTANCE,
             "depth_samples",
@@ -163,6 +176,8 @@ class RenderConfig:
         auto = (self.ray_start == "auto", self.ray_end == "auto")
         _check(auto[0] == auto[1], "ray_start", "ray_start and ray_end must both be 'auto' or both numbers")
         if not auto[0]:
+            _within(self.ray_start, "ray_start", 0, 1e6, integer=False)
+            _within(self.ray_end, "ray_end", 0, 1e6, integer=False)
             _check(float(self.ray_end) > float(self.ray_start), "ray_end", "must be greater than ray_start")
         _check(self.clamp_mode == "softplus", "clamp_mode", "only 'softplus' exists in EG3D")
 
@@ -194,6 +209,7 @@ class SuperResConfig:
 
     def __post_init__(self) -> None:
         _check(self.variant in _SUPERRES_VARIANTS, "variant", f"unknown {self.variant!r}; use one of {sorted(_SUPERRES_VARIANTS)}")
+        _within(self.image_resolution, "image_resolution", 1, 4096)
         _check(self.image_resolution % self.upsample_factor == 0, "image_resolution", f"must be divisible by {self.upsample_factor}")
         _check(self.noise_mode in ("const", "random", "none"), "noise_mode", f"unknown {self.noise_mode!r}")
         if self.block_channels is not None:
@@ -259,7 +275,7 @@ class PanoHeadConfig:
     """A small mapping network (t_mapping) predicts a camera translation offset used by ``forward``."""
 
     def __post_init__(self) -> None:
-        _check(self.triplane_depth >= 1, "triplane_depth", "must be >= 1")
+        _within(self.triplane_depth, "triplane_depth", 1, 256)
         _check(self.decoder_activation in ("sigmoid", "none", "lrelu"), "decoder_activation", f"unknown {self.decoder_activation!r}")
 
     @property
@@ -299,7 +315,9 @@ class GeneratorConfig:
         object.__setattr__(self, "avg_camera_pivot", tuple(float(v) for v in self.avg_camera_pivot))
         _check(len(self.avg_camera_pivot) == 3, "avg_camera_pivot", "must have 3 numbers")
         _check(self.superres.w_dim == self.mapping.w_dim, "superres.w_dim", f"must equal mapping.w_dim ({self.mapping.w_dim})")
-        _check(self.focal_length > 0, "focal_length", "must be > 0")
+        _within(self.focal_length, "focal_length", 1e-6, 1e3, integer=False)
+        _within(self.avg_camera_radius, "avg_camera_radius", 1e-6, 1e6, integer=False)
+        _check(all(math.isfinite(v) for v in self.avg_camera_pivot), "avg_camera_pivot", "must be finite")
 
     @property
     def num_ws(self) -> int:

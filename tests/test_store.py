@@ -237,3 +237,36 @@ def test_model_fingerprint_is_cached_until_a_weight_changes():
     changed = model_fingerprint(model)
     assert changed["weights_sha256"] != first["weights_sha256"] and changed["config_sha256"] == first["config_sha256"]
     assert model_fingerprint(build_tiny_generator()) == first
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda data: [data], "holds one JSON object; this one holds list"),
+        (lambda data: "a string", "holds one JSON object; this one holds str"),
+        (lambda data: {**data, "mapping": {**data["mapping"], "z_dim": 5_000_000}}, "z_dim: must be from 0 to 4096"),
+        (lambda data: {**data, "synthesis": {**data["synthesis"], "resolution": 65536}}, "resolution: must be from 4 to 2048"),
+        (lambda data: {**data, "mapping": {**data["mapping"], "num_layers": 10_000_000}}, "num_layers: must be from 1 to 64"),
+        (lambda data: {**data, "render": {**data["render"], "depth_samples": 10**9}}, "depth_samples: must be from 2"),
+        (lambda data: {**data, "render": {**data["render"], "ray_start": float("nan"), "ray_end": 3.0}}, "ray_start"),
+        (lambda data: {**data, "mapping": "not a table"}, "invalid config"),
+        (lambda data: {**data, "focal_length": "4.26"}, "focal_length: must be a number"),
+    ],
+)
+def test_hostile_config_json_is_refused_before_anything_is_built(tmp_path, tiny_generator, change, message):
+    """Sizes in config.json are bounded before the model is built: no memory is spent on a malicious config."""
+    import resource
+    import time
+
+    from demo.weights.store import CONFIG_FILE, load_converted, save_generator
+
+    folder = save_generator(tiny_generator, tmp_path / "model")
+    data = json.loads((folder / CONFIG_FILE).read_text())
+    (folder / CONFIG_FILE).write_text(json.dumps(change(data)))
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError, match=message):
+        load_converted(folder)
+    assert time.perf_counter() - started < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 200_000  # KiB: no model was built
+    assert load_converted(save_generator(tiny_generator, tmp_path / "again")) is not None  # the process is unharmed

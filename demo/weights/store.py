@@ -77,6 +77,8 @@ def config_to_json(config: GeneratorConfig) -> dict[str, Any]:
 
 
 def config_from_json(data: dict[str, Any], *, source: str) -> GeneratorConfig:
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{source}: a config.json holds one JSON object; this one holds {type(data).__name__}.")
     data = dict(data)
     family = data.pop("family", "eg3d")
     version = data.pop("format_version", None)
