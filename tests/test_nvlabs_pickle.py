@@ -597,3 +597,54 @@ def test_cycles_are_checkpoint_errors() -> None:
 def test_persistent_id_is_refused() -> None:
     with pytest.raises(UnsafeCheckpointError, match="persistent id"):
         _restricted_load(pickle.PROTO + b"\x02" + pickle.NONE + pickle.BINPERSID + pickle.STOP)
+
+
+def test_build_on_an_allowed_function_is_refused_and_later_loads_still_work(snapshot) -> None:
+    """GLOBAL torch._utils._rebuild_tensor_v2, then BUILD (None, {'__defaults__': ()}): the slot-state path would
+    set the shared function's defaults, breaking every later load in the process."""
+    name = b"__defaults__"
+    crafted = (
+        pickle.PROTO + b"\x02" + pickle.GLOBAL + b"torch._utils\n_rebuild_tensor_v2\n" + pickle.NONE + pickle.EMPTY_DICT
+        + pickle.BINUNICODE + len(name).to_bytes(4, "little") + name + pickle.EMPTY_TUPLE + pickle.SETITEM
+        + pickle.TUPLE2 + pickle.BUILD + pickle.STOP
+    )
+    defaults = nvlabs_pickle._rebuild_tensor_v2.__defaults__
+    with pytest.raises(UnsafeCheckpointError, match="BUILD"):
+        _restricted_load(crafted)
+    assert nvlabs_pickle._rebuild_tensor_v2.__defaults__ == defaults
+    path, g_ema, _ = snapshot
+    loaded = read_official_generator(path)
+    assert set(loaded.state_dict) == set(g_ema)
+
+
+def test_a_repeating_view_cannot_become_a_huge_tensor() -> None:
+    """One float64 viewed as 2**29 elements (stride 0) would take 4 GiB once converted; it is refused at once."""
+    storage = nvlabs_pickle._Storage(torch.zeros(1, dtype=torch.float64).untyped_storage(), torch.float64)
+    with pytest.raises(CheckpointError, match="repeats the elements"):
+        nvlabs_pickle._rebuild_tensor_v2(storage, 0, (2**29,), (0,))
+    with pytest.raises(CheckpointError, match="repeats the elements"):
+        nvlabs_pickle._rebuild_tensor_v2(storage, 0, (4, 4), (0, 0))
+    ok = nvlabs_pickle._rebuild_tensor_v2(storage, 0, (1,), (0,))  # one element, stride 0: harmless
+    assert ok.shape == (1,)
+
+
+def test_complex_storages_are_refused(tmp_path: Path) -> None:
+    state = tiny_state_dict()
+    blob = fakes.legacy_storage_blob(torch.zeros(state["decoder.net.0.weight"].numel(), dtype=torch.complex64))
+    path = tmp_path / "complex.pkl"
+    fakes.write_snapshot_with_storage_blob(path, state, INIT_KWARGS, ATTRIBUTES, tensor_name="decoder.net.0.weight", blob=blob)
+    with pytest.raises(CheckpointError, match="complex"):
+        read_official_generator(path)
+
+
+def test_shared_references_are_walked_once() -> None:
+    """A pickle can share one container at every level (64 levels: 2**64 paths); the walk stays linear."""
+    import time
+
+    node: list = []
+    for _ in range(64):
+        node = [node, node]
+    started = time.perf_counter()
+    plain = nvlabs_pickle.to_plain({"kwargs": node})
+    assert time.perf_counter() - started < 1.0
+    assert plain["kwargs"][0] is plain["kwargs"][1]

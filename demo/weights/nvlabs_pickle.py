@@ -43,6 +43,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import io
+import math
 import logging
 import os
 import pickle
@@ -337,6 +338,11 @@ class _Storage:
         return self.untyped.nbytes() // self.dtype.itemsize
 
 
+_STORAGE_DTYPES = frozenset({torch.float32, torch.float16, torch.float64, torch.bfloat16, torch.int64, torch.int32,
+                             torch.int16, torch.int8, torch.uint8, torch.bool})
+"""Element types an official snapshot's tensors have (complex and quantised storages are refused)."""
+
+
 def _rebuild_tensor_v2(
     storage: Any,
     storage_offset: Any,
@@ -360,6 +366,12 @@ def _rebuild_tensor_v2(
         last = offset + sum((extent - 1) * step for extent, step in zip(size, stride))
         if last >= storage.numel:
             raise CheckpointError(f"tensor of size {size} reaches past its storage of {storage.numel} elements")
+        # A view with more elements than its storage repeats elements (a stride of 0, overlapping steps):
+        # torch.save never writes one, and copying it (as conversion does) could take any amount of memory.
+        if math.prod(size) > storage.numel:
+            raise CheckpointError(
+                f"tensor of size {size} with strides {stride} repeats the elements of its {storage.numel}-element storage"
+            )
     return torch.empty(0, dtype=storage.dtype).set_(storage.untyped, offset, size, stride)
 
 
@@ -400,6 +412,24 @@ def _refusal(source: str, detail: str) -> str:
     )
 
 
+class _AllowedCall:
+    """An allowed function as the unpickler hands it out: callable, but a BUILD opcode aimed at it (which would
+    set attributes such as ``__defaults__`` on the shared function for every later load) is refused."""
+
+    __slots__ = ("_function",)
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self._function = function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._function(*args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        raise UnsafeCheckpointError(
+            "the pickle tries to change an allowed function's attributes (BUILD on a global); official snapshots never do"
+        )
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only :data:`ALLOWED_GLOBALS`, each to an inert local stand-in.
 
@@ -431,7 +461,11 @@ class RestrictedUnpickler(pickle.Unpickler):
                     self.source, f"the pickle asks for the global '{module}.{name}', which is not on the allow-list"
                 )
             )
-        return found
+        if isinstance(found, type):
+            # Classes: BUILD on the class object itself finds their __setstate__ unbound (a TypeError) or, for
+            # OrderedDict, a read-only type; the stand-in classes have no state worth changing.
+            return found
+        return _AllowedCall(found)
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafeCheckpointError(
@@ -502,6 +536,12 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise CheckpointError(
                 f"Checkpoint {self.source} is corrupt: a tensor storage payload is not a CPU storage."
             )
+        if storage.dtype not in _STORAGE_DTYPES:
+            raise CheckpointError(
+                f"Checkpoint {self.source} is corrupt: a tensor storage holds {storage.dtype}, which official snapshots never do."
+            )
+        if untyped.nbytes() % storage.dtype.itemsize:
+            raise CheckpointError(f"Checkpoint {self.source} is corrupt: a tensor storage has a partial element.")
         return _Storage(untyped, storage.dtype)
 
 
@@ -525,20 +565,26 @@ def to_plain(value: Any) -> Any:
     which only a crafted pickle can hold, raises CheckpointError.
     """
     active: set[int] = set()
+    done: dict[int, Any] = {}  # shared references are converted once: the walk is linear in the pickle's size
 
     def convert(item: Any) -> Any:
         if not isinstance(item, (dict, list, tuple)):
             return item
+        if id(item) in done:
+            return done[id(item)]
         if id(item) in active:
             raise CheckpointError("a container refers to itself")
         active.add(id(item))
         try:
             if isinstance(item, dict):
-                return {key: convert(entry) for key, entry in item.items()}
-            converted = [convert(entry) for entry in item]
-            return converted if isinstance(item, list) else tuple(converted)
+                converted: Any = {key: convert(entry) for key, entry in item.items()}
+            else:
+                converted = [convert(entry) for entry in item]
+                converted = converted if isinstance(item, list) else tuple(converted)
         finally:
             active.discard(id(item))
+        done[id(item)] = converted
+        return converted
 
     return convert(value)
 
@@ -691,6 +737,8 @@ def read_snapshot(path: str | os.PathLike[str], *, expected_sha256: str | None =
         OverflowError,
         MemoryError,
         RecursionError,
+        RuntimeError,
+        ZeroDivisionError,
         UnicodeDecodeError,
         struct.error,
     ) as exc:

@@ -67,7 +67,10 @@ _MODULE_PATH = {
     "Sequential": "torch.nn.modules.container.Sequential",
     "Softplus": "torch.nn.modules.activation.Softplus",
 }
-_STORAGE_TYPES = {torch.float32: "FloatStorage", torch.float16: "HalfStorage", torch.float64: "DoubleStorage"}
+_STORAGE_TYPES = {
+    torch.float32: "FloatStorage", torch.float16: "HalfStorage", torch.float64: "DoubleStorage",
+    torch.complex64: "ComplexFloatStorage",
+}
 
 
 # --------------------------------------------------------------------------------------------------
