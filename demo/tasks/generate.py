@@ -7,7 +7,7 @@ This is the library side of ``python -m demo generate``. Per sample (named by se
 | --- | --- |
 | ``seed0042.png`` | the final image, 8-bit RGB (official uint8 conversion) |
 | ``seed0042_raw.png`` | the volume-rendered image at the neural rendering resolution |
-| ``seed0042_depth.png`` | 16-bit depth: distance along each ray, 1e-4 world units per count, 0 = no surface |
+| ``seed0042_depth.png`` | 16-bit depth: distance along each ray, 1e-4 world units per count; background rays hold the far end of their range (use the alpha) |
 | ``seed0042_depth_color.png`` | a colour-mapped depth preview (near = bright) |
 | ``seed0042_alpha.png`` | foreground opacity (accumulated ray weight), 8-bit |
 | ``seed0042_z.npy`` | (1, z_dim) float64 latent (absent when ws were given) |
@@ -43,6 +43,7 @@ from demo.tasks.sample import SampleResult, sample_images, view_camera
 
 
 ANNOTATIONS = ("keypoints", "segmentation")
+BACKGROUND_DEPTH = "background rays hold the far end of their sampled range: use the alpha to separate them"
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ def _write_manifest(path: Path, model, model_name: str, result: SampleResult, fi
         "truncation_cutoff": result.truncation_cutoff,
         **locals_,
         "units": {
-            "depth_png": f"distance along each unit ray, {1 / media.DEPTH_PNG_SCALE:g} world units per count, 0 = no surface",
+            "depth_png": f"distance along each unit ray, {1 / media.DEPTH_PNG_SCALE:g} world units per count; {BACKGROUND_DEPTH}",
             "camera": "25 numbers: cam2world 4x4 (OpenCV, row-major) then normalised intrinsics 3x3",
             "mesh": "world units; y up, the face looks towards +z",
         },

@@ -104,10 +104,11 @@ If you use EG3D results, cite the paper (Chan et al., CVPR 2022):
 ```
 
 ### Files you get
-Images are 8-bit PNGs; the `_depth.png` is 16-bit (1 count = 1e-4 world units along each ray, 0 = no surface) and
+Images are 8-bit PNGs; the `_depth.png` is 16-bit (1 count = 1e-4 world units along each ray; background rays hold the far end of their range, so use the `_alpha.png`) and
 `_depth_color.png` a preview (near = bright). Meshes are in world units, y up, the face looking towards +z, with
 vertex colours (`.glb` shows them in browsers; `.ply`/`.obj` for MeshLab and Blender). `_ws.npy` holds the latent
-(1, num_ws, w_dim) — upload it to Rotate or Interpolate — and `_camera.npy` the 25-number EG3D camera label.
+(1, num_ws, w_dim) and `.face.safetensors` the face — upload either to Rotate, Multi-view, Interpolate or Edit — and
+`_camera.npy` the 25-number EG3D camera label.
 
 {RUN_LOCALLY}
 {API_USAGE}
