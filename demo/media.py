@@ -679,6 +679,11 @@ def write_video(
     height, width = first.shape[:2]
     pad = ((0, height % 2), (0, width % 2), (0, 0)) if height % 2 or width % 2 else None
     output_params = [
+        # RGB -> YUV with the BT.709 matrix in limited range, and the stream tagged so, so that players
+        # (and our reader) convert back with the same matrix instead of guessing.
+        *("-vf", "scale=out_color_matrix=bt709:out_range=tv,"
+                 "setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv"),
+        *("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv"),
         *("-crf", str(int(crf))),
         *("-movflags", "+faststart"),
         *("-fps_mode", "cfr"),

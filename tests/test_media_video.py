@@ -347,3 +347,18 @@ def test_importing_media_does_not_import_imageio():
     code = "import sys, demo.media; print('imageio' in sys.modules, 'imageio_ffmpeg' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False False"
+
+
+def test_videos_are_tagged_bt709_limited_range(tmp_path):
+    import subprocess
+
+    import imageio_ffmpeg
+
+    frames = np.zeros((3, 32, 32, 3), np.uint8)
+    frames[:, :, :16] = (200, 30, 60)
+    frames[:, :, 16:] = (20, 180, 90)
+    path = write_video(tmp_path / "tagged.mp4", frames, fps=10)
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    assert "yuv420p(tv, bt709, progressive)" in probe.stderr, probe.stderr
+    back = read_video_frames(path).astype(int)
+    assert np.abs(back[:, 4:28, 2:14] - frames[:, 4:28, 2:14]).max() <= 3  # decoded with the same matrix

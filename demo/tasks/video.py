@@ -263,7 +263,11 @@ class VideoResult:
 def write_frames(
     frames: FramesResult, path: str | Path, *, fps: float = 30.0, gif: bool = False, frames_dir: str | Path | None = None
 ) -> VideoResult:
-    """Encode frames as H.264 mp4 (plus an optional GIF beside it and PNG frames), with a cameras .npy."""
+    """Encode frames as H.264 mp4 (plus an optional GIF beside it and PNG frames), with a cameras .npy.
+
+    The GIF plays at ``min(fps, 25)``: GIF delays are in hundredths of a second and browsers stretch delays
+    under 20 ms, so faster GIFs would not play as written; above 25 fps the GIF is slower than the mp4.
+    """
     path = Path(path)
     extra = [media.save_npy(path.with_name(path.stem + "_cameras.npy"), frames.cameras)]
     media.write_video(path, frames.frames, fps=fps)
