@@ -1031,10 +1031,10 @@ Checkpoints live in $DEMO_CHECKPOINTS_DIR if set, else in checkpoints/ beside th
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The argparse parser with one subparser per row of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
-        prog=PROG,
+        prog=prog,
         description="3D Face Studio: EG3D generators from official checkpoints, run by our own code.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1060,9 +1060,9 @@ def _configure_logging(verbosity: int) -> None:
         logger.addHandler(handler)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Run one command; return the exit status (0 ok, 2 for a user-fixable error or bad usage)."""
-    parser = build_parser()
+    parser = build_parser(prog)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help and usage errors: argparse has already printed
@@ -1075,3 +1075,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DemoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+
+
+def console_main() -> None:
+    """The ``face3d`` console script (``pip install -e .``): ``face3d generate ...`` = ``python -m demo generate ...``."""
+    raise SystemExit(main(prog="face3d"))

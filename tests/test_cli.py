@@ -220,3 +220,24 @@ def test_python_m_demo_help():
     assert result.returncode == 0, result.stderr
     for name in ("models", "download", "convert"):
         assert name in result.stdout
+
+
+def test_the_installed_command_works_from_any_folder(tmp_path):
+    """``pip install -e .`` (as .ci/run does) gives ``face3d`` and ``python -m demo`` outside the repository."""
+    import shutil
+    import subprocess
+    import sys
+
+    face3d = shutil.which("face3d")
+    if face3d is None:
+        pytest.skip("the package is not installed: pip install -e . (.ci/run does)")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shown = subprocess.run([face3d, "--help"], cwd=elsewhere, capture_output=True, text=True, check=True)
+    assert shown.stdout.startswith("usage: face3d")
+    made = subprocess.run([face3d, "generate", "--model", "tiny", "--seeds", "1", "--outdir", "out", "--device", "cpu"],
+                          cwd=elsewhere, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert (elsewhere / "out" / "seed0001.png").is_file()
+    module = subprocess.run([sys.executable, "-m", "demo", "models"], cwd=elsewhere, capture_output=True, text=True)
+    assert module.returncode == 0 and "eg3d-ffhq512-128" in module.stdout
