@@ -98,7 +98,7 @@ def build(ctx: runtime.UIContext) -> None:
                               info="none: projection only, no generator tuning; fast fits a 60 s GPU slot")
             run = gr.Button("Reconstruct in 3D", variant="primary", elem_id="photo-btn")
             crop = gr.Image(label="Aligned crop", interactive=False, height=200, format="png", elem_id="photo-crop")
-            pose = gr.Markdown()
+            pose = gr.Markdown(label="Pose", elem_id="photo-pose")
         with gr.Column(scale=3):
             with gr.Row():
                 image = gr.Image(label="Reconstruction", interactive=False, height=256, elem_id="photo-image")
