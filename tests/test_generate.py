@@ -135,3 +135,17 @@ def test_a_sample_without_a_surface_keeps_its_images_and_the_cli_says_why(tmp_pa
     err = capsys.readouterr().err
     assert "seed0001: no mesh" in err and "--shape-level" in err
     assert (tmp_path / "seed0002.png").is_file() and not (tmp_path / "seed0002.glb").exists()
+
+
+def test_progress_goes_through_the_mesh_step(tmp_path):
+    from demo.tasks.generate import generate_to_folder
+    from demo.weights.store import build_tiny_generator
+
+    calls = []
+    generate_to_folder(build_tiny_generator(), tmp_path, seeds=[1, 2], shapes=True, shape_resolution=32,
+                       progress=lambda fraction, message: calls.append((fraction, message)))
+    fractions = [fraction for fraction, _ in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    mesh_steps = [(f, m) for f, m in calls if "density grid" in m or "colours" in m]
+    assert {m.split(":")[0] for _, m in mesh_steps} == {"seed0001", "seed0002"}
+    assert all(0.3 < f < 1.0 for f, _ in mesh_steps)  # between the render and the end, not stuck at 30 %

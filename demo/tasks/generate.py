@@ -131,9 +131,12 @@ def generate_to_folder(
         if annotations:
             files[name] += _write_annotations(model, out, name, result, index, annotations)
         if shapes:
+            share = (render_share + (1 - render_share) * index / count, render_share + (1 - render_share) * (index + 1) / count)
             try:
                 files[name] += write_shapes(
-                    model, out, name, result.ws[index : index + 1], shape_resolution, formats, shape_level, mesh_faces
+                    model, out, name, result.ws[index : index + 1], shape_resolution, formats, shape_level, mesh_faces,
+                    progress=None if progress is None else
+                    lambda f, m, a=share[0], b=share[1], n=name: progress(a + (b - a) * f, f"{n}: {m}"),
                 )
             except NoSurfaceError as error:  # the images are fine; only this sample has no mesh
                 mesh_errors[name] = str(error)
@@ -176,12 +179,17 @@ def _write_annotations(model, out: Path, name: str, result: SampleResult, index:
     return written
 
 
-def write_shapes(model, out: Path, name: str, ws: np.ndarray, resolution: int, formats, level: float, mesh_faces) -> list[Path]:
+def write_shapes(
+    model, out: Path, name: str, ws: np.ndarray, resolution: int, formats, level: float, mesh_faces,
+    progress: ProgressFn | None = None,
+) -> list[Path]:
     written = []
     with torch.inference_mode():
         planes = model.planes(torch.from_numpy(ws).to(model.device))
         if any(f in mesh_task.MESH_FORMATS for f in formats):
-            mesh = mesh_task.extract_mesh(model, planes=planes, resolution=resolution, level=level, target_faces=mesh_faces)
+            mesh = mesh_task.extract_mesh(
+                model, planes=planes, resolution=resolution, level=level, target_faces=mesh_faces, progress=progress
+            )
             written += [mesh_task.export_mesh(mesh, out / f"{name}.{f}") for f in formats if f in mesh_task.MESH_FORMATS]
         if "mrc" in formats:
             volume = mesh_task.official_mrc_volume(model, None, resolution=resolution, planes=planes)
