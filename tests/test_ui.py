@@ -428,3 +428,16 @@ def test_a_face_without_a_surface_still_gets_its_image(tiny_models, tmp_path, mo
     manifest = json.loads(Path(next(f for f in files if f.endswith("generate.json"))).read_text())
     assert "never crosses the iso-level" in manifest["mesh_errors"]["seed0003"]
     assert "--shape-level" not in manifest["mesh_errors"]["seed0003"]  # no CLI flag in the library's words
+
+
+def test_the_yaw_slider_follows_the_model(tiny_models):
+    from demo.weights.store import TINY_PANOHEAD_ID
+
+    assert generate.yaw_limit(tiny_models, TINY_ID) == 90.0
+    assert generate.yaw_limit(tiny_models, TINY_PANOHEAD_ID) == 180.0
+    assert generate.yaw_limit(tiny_models, "eg3d-ffhqrebalanced512-128") == 90.0
+    assert generate.yaw_limit(tiny_models, "panohead-easy-khair-180") == 180.0
+    to_panohead = generate.yaw_slider_for(tiny_models, TINY_PANOHEAD_ID, 150.0)
+    assert (to_panohead.minimum, to_panohead.maximum, to_panohead.value) == (-180.0, 180.0, 150.0)
+    back = generate.yaw_slider_for(tiny_models, TINY_ID, 150.0)
+    assert (back.minimum, back.maximum, back.value) == (-90.0, 90.0, 0.0)  # out of range for EG3D: reset

@@ -206,6 +206,19 @@ class ModelProvider:
                 self._encoders[model_id] = load_encoder(path, device=model.device, model=model) if path is not None else None
         return self._encoders[model_id]
 
+    def is_full_head(self, model_id: str) -> bool:
+        """Whether ``model_id`` shows the head all the way round (PanoHead), without loading it."""
+        if model_id in self._models:
+            return bool(self._models[model_id].config.is_full_head)
+        if model_id == TINY_PANOHEAD_ID:
+            return True
+        if model_id in TINY_IDS:
+            return False
+        try:
+            return registry.get_entry(model_id).family == "panohead"
+        except CheckpointError:
+            return False
+
     def _lock_for(self, model_id: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(model_id, threading.Lock())

@@ -64,6 +64,18 @@ def generate(
     return str(out_dir / f"{stem}.png"), str(out_dir / f"{stem}_depth_color.png"), runtime.mesh_or_warning(result, stem), files
 
 
+def yaw_limit(models: runtime.ModelProvider, model_id: str) -> float:
+    """The yaw slider's range for a model: all the way round for 360-degree models, the front half for EG3D."""
+    return 180.0 if models.is_full_head(model_id) else MAX_FRONT_YAW_DEG
+
+
+def yaw_slider_for(models: runtime.ModelProvider, model_id: str, yaw_deg: float) -> gr.Slider:
+    """The yaw slider when the model menu changes: its range follows the model; the value is kept if it fits."""
+    limit = yaw_limit(models, model_id)
+    value = float(yaw_deg) if yaw_deg is not None and abs(float(yaw_deg)) <= limit else 0.0
+    return gr.Slider(minimum=-limit, maximum=limit, value=value)
+
+
 def build(ctx: runtime.UIContext) -> None:
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
@@ -72,9 +84,10 @@ def build(ctx: runtime.UIContext) -> None:
                 dice = gr.Button("Random seed", scale=1, min_width=100, elem_id="generate-random")
             truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Truncation ψ",
                                    info="Lower: more average, cleaner faces. Higher: more variety.")
-            yaw = gr.Slider(-180.0, 180.0, value=0.0, step=1.0, label="Yaw (degrees)",
+            limit = yaw_limit(ctx.models, ctx.models.default_id)
+            yaw = gr.Slider(-limit, limit, value=0.0, step=1.0, label="Yaw (degrees)",
                             info=f"Positive turns the camera to the face's left. EG3D models: within ±{MAX_FRONT_YAW_DEG:g}; "
-                                 "PanoHead: all the way round.")
+                                 "PanoHead: all the way round.", elem_id="generate-yaw")
             pitch = gr.Slider(-MAX_PITCH_DEG, MAX_PITCH_DEG, value=0.0, step=1.0, label="Pitch (degrees)",
                               info="Negative looks from above.")
             resolution = gr.Radio(list(MESH_RESOLUTIONS), value=128, label="Mesh resolution (grid points per side)")
@@ -98,5 +111,7 @@ def build(ctx: runtime.UIContext) -> None:
                         out_dir=ctx.sessions.run_dir(request, "generate"), progress=runtime.progress_fn(progress))
 
     dice.click(random_seed, outputs=seed, api_name="random_seed", concurrency_limit=None)
+    ctx.model_menu.change(lambda model_id, yaw_deg: yaw_slider_for(ctx.models, model_id, yaw_deg), [ctx.model_menu, yaw],
+                          yaw, api_visibility="private", queue=False)
     ctx.run_with_model(run, on_generate, [seed, truncation, yaw, pitch, resolution], [image, depth, mesh, files],
                        api_name="generate")
