@@ -80,6 +80,8 @@ def test_generate_shows_the_mesh_and_the_video_plays(app, chromium_browser, arti
     page.wait_for_selector("#generate-btn")
     assert wait_until(lambda: len(app.sessions.sessions()) == 1, 20), "demo.load did not open a session folder"
 
+    # The yaw slider's range follows the model: the tiny EG3D-style model shows the front half only.
+    page.wait_for_function("() => document.querySelector('#generate-yaw input[type=range]')?.max === '90'")
     page.click("#generate-btn")
     page.wait_for_selector("#generate-image img")
     canvas = page.locator("#generate-mesh canvas")

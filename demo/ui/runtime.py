@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -545,6 +545,8 @@ class UIContext:
     """The session's photo face: the path of the .face.safetensors Photo -> 3D made last (or None)."""
     gpu_concurrency: int = 1
     """Rendering calls run at once (they share the concurrency id ``'gpu'``)."""
+    on_page_load: list = field(default_factory=list)
+    """(fn, inputs, outputs) a tab wants run when a page opens (``build_demo`` registers them on ``demo.load``)."""
 
     def run_with_model(self, trigger: gr.Button, fn: Callable[..., Any], inputs: list, outputs: list, *, api_name: str):
         """``trigger`` first makes sure the chosen model is loaded (on the CPU, with progress; the preview

@@ -84,8 +84,9 @@ def build(ctx: runtime.UIContext) -> None:
                 dice = gr.Button("Random seed", scale=1, min_width=100, elem_id="generate-random")
             truncation = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Truncation ψ",
                                    info="Lower: more average, cleaner faces. Higher: more variety.")
-            limit = yaw_limit(ctx.models, ctx.models.default_id)
-            yaw = gr.Slider(-limit, limit, value=0.0, step=1.0, label="Yaw (degrees)",
+            # Built all the way round, so API calls may ask a PanoHead model for any yaw (EG3D models refuse beyond
+            # 90 with a clear message); on the page the range follows the chosen model (on load and on change).
+            yaw = gr.Slider(-180.0, 180.0, value=0.0, step=1.0, label="Yaw (degrees)",
                             info=f"Positive turns the camera to the face's left. EG3D models: within ±{MAX_FRONT_YAW_DEG:g}; "
                                  "PanoHead: all the way round.", elem_id="generate-yaw")
             pitch = gr.Slider(-MAX_PITCH_DEG, MAX_PITCH_DEG, value=0.0, step=1.0, label="Pitch (degrees)",
@@ -111,7 +112,10 @@ def build(ctx: runtime.UIContext) -> None:
                         out_dir=ctx.sessions.run_dir(request, "generate"), progress=runtime.progress_fn(progress))
 
     dice.click(random_seed, outputs=seed, api_name="random_seed", concurrency_limit=None)
-    ctx.model_menu.change(lambda model_id, yaw_deg: yaw_slider_for(ctx.models, model_id, yaw_deg), [ctx.model_menu, yaw],
-                          yaw, api_visibility="private", queue=False)
+    def follow_model(model_id, yaw_deg):
+        return yaw_slider_for(ctx.models, model_id, yaw_deg)
+
+    ctx.model_menu.change(follow_model, [ctx.model_menu, yaw], yaw, api_visibility="private", queue=False)
+    ctx.on_page_load.append((follow_model, [ctx.model_menu, yaw], yaw))
     ctx.run_with_model(run, on_generate, [seed, truncation, yaw, pitch, resolution], [image, depth, mesh, files],
                        api_name="generate")
