@@ -134,3 +134,14 @@ def test_photo_tab_reconstructs_an_uploaded_face_and_rotates_it(app, chromium_br
     _assert_video_plays(page, "#rotate-video video")
     page.screenshot(path=str(artifacts / "app_rotate_my_photo.png"), full_page=True)
     page.close()
+
+
+def test_the_model_note_is_readable_on_a_phone(app, chromium_browser, artifacts):
+    page = chromium_browser.new_page(viewport={"width": 390, "height": 844})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(app.url, wait_until="load")
+    note = page.locator("#model-status")
+    note.wait_for(state="visible")
+    assert note.bounding_box()["width"] > 300, note.bounding_box()
+    page.screenshot(path=str(artifacts / "app_phone.png"), full_page=False)
+    page.close()

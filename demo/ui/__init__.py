@@ -44,7 +44,8 @@ def build_demo(
         with gr.Row():
             menu = gr.Dropdown(models.choices(), value=models.default_id, label="Model", scale=1, min_width=260,
                                elem_id="model-menu")
-            status = gr.Markdown(models.notice or models.status(models.default_id), elem_id="model-status")
+            with gr.Column(scale=2, min_width=300):  # a narrow phone screen puts it under the menu, full width
+                status = gr.Markdown(models.notice or models.status(models.default_id), elem_id="model-status")
         current_face = gr.State(None)
         ctx = runtime.UIContext(models, sessions, menu, status, current_face, gpu_concurrency=gpu_concurrency)
         with gr.Tabs():
