@@ -79,8 +79,8 @@ def server():
 
 @pytest.fixture(autouse=True)
 def _no_dns(monkeypatch):
-    """The Hugging Face path first checks that the Hub's host resolves; no DNS query in tests."""
-    monkeypatch.setattr(registry, "_host_resolves", lambda host: True)
+    """The Hugging Face path first checks that the endpoint answers; no network in tests (unless a test says so)."""
+    monkeypatch.setattr(registry, "_endpoint_answers", lambda url, timeout_s=3.0: True)
 
 
 @pytest.fixture
@@ -303,7 +303,7 @@ def test_offline_error_says_how_to_provide_file(ckpt_dir, monkeypatch):
     assert "convert" in message
     assert url in message
     assert "someone/mirror" in message
-    assert "HF_TOKEN" in message
+    assert "HF_TOKEN" not in message  # a connection failure is not a gated mirror
     assert not dest.exists()
 
 
@@ -363,7 +363,7 @@ def test_huggingface_failure_falls_back_to_url(server, ckpt_dir, monkeypatch):
 def test_huggingface_offline_uses_cache_only(ckpt_dir, tmp_path, monkeypatch):
     import huggingface_hub
 
-    monkeypatch.setattr(registry, "_host_resolves", lambda host: False)
+    monkeypatch.setattr(registry, "_endpoint_answers", lambda url, timeout_s=3.0: False)
     blob = tmp_path / "hf_cache" / "blob"
     blob.parent.mkdir(parents=True)
     blob.write_bytes(PAYLOAD)
@@ -375,3 +375,53 @@ def test_huggingface_offline_uses_cache_only(ckpt_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", cache_only)
     _register(monkeypatch, CheckpointSource("huggingface", "someone/mirror", "x.pkl"))
     assert registry.download(TEST_ID).read_bytes() == PAYLOAD
+
+
+def test_hub_errors_name_the_endpoint_and_say_what_happened(ckpt_dir, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example")
+    monkeypatch.setattr(registry, "hub_endpoint", registry.hub_endpoint)  # reads the variable at call time
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hf-mirror.example")
+    _register(monkeypatch, CheckpointSource("huggingface", "someone/mirror", "x.pkl"))
+    failures = {
+        "404": (OSError("404 Client Error: Not Found for url"), "not found at https://hf-mirror.example", False),
+        "401": (OSError("401 Client Error: Unauthorized"), "access denied by https://hf-mirror.example", True),
+    }
+    for label, (error, expected, gated) in failures.items():
+        def fail(*args, error=error, **kwargs):
+            raise error
+
+        monkeypatch.setattr(huggingface_hub, "hf_hub_download", fail)
+        with pytest.raises(CheckpointError) as info:
+            registry.download(TEST_ID)
+        message = str(info.value)
+        assert expected in message, label
+        assert "https://hf-mirror.example/someone/mirror/blob/main/x.pkl" in message and "huggingface.co" not in message
+        assert "offline" not in message and (registry.HF_TOKEN_ENV in message) == gated, label
+
+
+def test_an_endpoint_that_does_not_answer_fails_fast(ckpt_dir, monkeypatch):
+    import time
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    monkeypatch.undo()  # the real reachability check this time
+    monkeypatch.setenv(registry.CHECKPOINTS_DIR_ENV, str(ckpt_dir))
+    closed = _closed_port_url()
+    monkeypatch.setattr(constants, "ENDPOINT", closed)
+
+    def cache_only(repo_id, filename, **kwargs):
+        assert kwargs["local_files_only"] is True  # no connection attempts, no 25 s of retries
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", cache_only)
+    _register(monkeypatch, CheckpointSource("huggingface", "someone/mirror", "x.pkl"))
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError) as info:
+        registry.download(TEST_ID)
+    assert time.perf_counter() - started < 5
+    assert f"{closed} does not answer" in str(info.value)

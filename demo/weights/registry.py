@@ -26,6 +26,7 @@ import http.client
 import io
 import logging
 import os
+import re
 import shutil
 import socket
 import urllib.error
@@ -77,7 +78,7 @@ class CheckpointSource:
     def describe(self) -> str:
         """Human-readable location, used in progress and error messages."""
         if self.kind == "huggingface":
-            return f"https://huggingface.co/{self.location}/blob/main/{self.filename}"
+            return f"{hub_endpoint()}/{self.location}/blob/main/{self.filename}"
         return self.location
 
 
@@ -273,6 +274,15 @@ def converted_dir(checkpoint_id: str) -> Path:
 class _SourceFailed(Exception):
     """One source could not deliver the file; the message says why (collected for the final error)."""
 
+    def __init__(self, message: str, *, access_denied: bool = False) -> None:
+        super().__init__(message)
+        self.access_denied = access_denied
+
+
+def hub_endpoint() -> str:
+    """The Hugging Face endpoint downloads go to: ``$HF_ENDPOINT`` when set (a mirror), else huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+
 
 def download(
     checkpoint_id: str,
@@ -313,6 +323,7 @@ def download(
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tried: list[str] = []
+    denied = False
     for source in entry.sources:
         try:
             if source.kind == "huggingface":
@@ -322,6 +333,7 @@ def download(
         except _SourceFailed as exc:
             logger.info("Could not download %s from %s: %s", entry.file_name, source.describe(), exc)
             tried.append(f"{source.describe()}: {exc}")
+            denied = denied or exc.access_denied
             continue
         problem = _verify(candidate, entry, server_size, progress=progress)
         if problem is not None:
@@ -333,10 +345,12 @@ def download(
         report(progress, 1.0, f"{entry.file_name} downloaded")
         return dest
 
-    raise CheckpointError(_manual_instructions(entry, dest, tried, existing_problem))
+    raise CheckpointError(_manual_instructions(entry, dest, tried, existing_problem, access_denied=denied))
 
 
-def _manual_instructions(entry: CheckpointEntry, dest: Path, tried: list[str], existing_problem: str | None) -> str:
+def _manual_instructions(
+    entry: CheckpointEntry, dest: Path, tried: list[str], existing_problem: str | None, *, access_denied: bool = False
+) -> str:
     lines = [f"Could not download {entry.id} ({entry.file_name}). Tried:"]
     lines += [f"  - {item}" for item in tried]
     if existing_problem is not None:
@@ -346,10 +360,10 @@ def _manual_instructions(entry: CheckpointEntry, dest: Path, tried: list[str], e
         f"To provide it by hand: download {first_url} yourself and put it at {dest}, "
         f"or run `python -m demo convert /path/to/{entry.file_name}`."
     )
-    if any(s.kind == "huggingface" for s in entry.sources):
+    if access_denied:
         lines.append(
-            f"Hugging Face mirrors may be gated: accept their terms on the website and set {HF_TOKEN_ENV} "
-            "(or pass --token)."
+            f"A Hugging Face mirror refused access: it may be gated or private. Accept its terms on the website and "
+            f"set {HF_TOKEN_ENV} (or pass --token)."
         )
     if any(s.location.startswith(_NGC_FILES) for s in entry.sources):
         lines.append(f"NVIDIA's catalog page for the files: {_NGC_CATALOG}")
@@ -399,10 +413,11 @@ def _fetch_huggingface(source: CheckpointSource, dest: Path, *, token: str | Non
 
     label = dest.name
     # huggingface_hub retries a failed connection five times with back-off (about 25 s). When the
-    # Hub's host does not even resolve we are offline: look in the local Hugging Face cache only.
-    host = urllib.parse.urlparse(hf_constants.ENDPOINT).hostname
-    cache_only = bool(host) and not _host_resolves(host)
-    where = "the local Hugging Face cache (offline)" if cache_only else f"Hugging Face ({source.location})"
+    # endpoint does not answer at all (no DNS, nothing listening) we are offline: look in the local
+    # Hugging Face cache only, at once.
+    endpoint = hf_constants.ENDPOINT.rstrip("/")
+    cache_only = not _endpoint_answers(endpoint)
+    where = "the local Hugging Face cache (offline)" if cache_only else source.describe()
     report(progress, 0.0, f"{label}: looking in {where}")
     try:
         cached = huggingface_hub.hf_hub_download(
@@ -416,10 +431,8 @@ def _fetch_huggingface(source: CheckpointSource, dest: Path, *, token: str | Non
     except Exception as exc:  # any failure of a mirror means "try the next source"
         logger.debug("hf_hub_download failed", exc_info=True)
         if cache_only:
-            raise _SourceFailed(
-                f"cannot reach {host} (offline?) and the file is not in the Hugging Face cache"
-            ) from exc
-        raise _SourceFailed(_describe_hf_error(exc)) from exc
+            raise _SourceFailed(f"{endpoint} does not answer (offline?) and the file is not in the Hugging Face cache") from exc
+        raise _describe_hf_error(exc, endpoint) from exc
 
     temporary = dest.with_name(dest.name + ".tmp")
     temporary.unlink(missing_ok=True)
@@ -435,23 +448,37 @@ def _fetch_huggingface(source: CheckpointSource, dest: Path, *, token: str | Non
     return temporary
 
 
-def _host_resolves(host: str) -> bool:
+def _endpoint_answers(url: str, timeout_s: float = 3.0) -> bool:
+    """Whether something accepts a TCP connection at ``url``'s host and port within ``timeout_s``."""
+    parsed = urllib.parse.urlparse(url)
+    if not parsed.hostname:
+        return False
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        socket.getaddrinfo(host, 443)
+        with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
+            return True
     except OSError:
         return False
-    return True
 
 
-def _describe_hf_error(exc: Exception) -> str:
+def _describe_hf_error(exc: Exception, endpoint: str) -> _SourceFailed:
+    """What a failed ``hf_hub_download`` means, in words, with the endpoint it went to."""
     name = type(exc).__name__
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    hint = ""
-    if name in ("GatedRepoError", "RepositoryNotFoundError") or " 401" in str(exc) or " 403" in str(exc):
-        hint = f" (access denied: log in or set {HF_TOKEN_ENV})"
-    elif name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
-        hint = " (offline, and not in the Hugging Face cache)"
-    return f"{name}: {first_line}{hint}"
+    text = str(exc)
+    first_line = text.strip().splitlines()[0] if text.strip() else name
+    status = re.search(r"\b(401|403|404)\b", text)
+    if name == "GatedRepoError" or (status is not None and status.group(1) in ("401", "403")):
+        return _SourceFailed(f"access denied by {endpoint} ({first_line}): log in or set {HF_TOKEN_ENV}", access_denied=True)
+    if name == "RepositoryNotFoundError":
+        return _SourceFailed(
+            f"not found at {endpoint} (the Hub answers the same for private repositories: set {HF_TOKEN_ENV} if it is yours)",
+            access_denied=True,
+        )
+    if name in ("EntryNotFoundError", "RevisionNotFoundError") or (status is not None and status.group(1) == "404"):
+        return _SourceFailed(f"not found at {endpoint} ({first_line})")
+    if name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
+        return _SourceFailed(f"could not reach {endpoint}, and the file is not in the Hugging Face cache")
+    return _SourceFailed(f"{name}: {first_line}")
 
 
 def _hf_progress_class(progress: ProgressFn | None, label: str):
