@@ -423,6 +423,11 @@ def write_mesh(
         if vertex_normals.shape != vertices.shape:
             raise ValueError(f"vertex_normals must be {vertices.shape}, got {vertex_normals.shape}")
 
+    if suffix == ".glb":
+        data = _glb_bytes(vertices.astype(np.float32), faces.astype(np.uint32), vertex_colors, vertex_normals)
+        with _atomic_target(path) as part:
+            part.write_bytes(data)
+        return path
     mesh = trimesh.Trimesh(
         vertices=vertices.astype(np.float32),
         faces=faces.astype(np.int64),
@@ -432,9 +437,7 @@ def write_mesh(
         validate=False,
     )
     has_normals = vertex_normals is not None
-    if suffix == ".glb":
-        data = mesh.export(file_type="glb", include_normals=has_normals)
-    elif suffix == ".ply":
+    if suffix == ".ply":
         data = mesh.export(file_type="ply", encoding="binary", vertex_normal=has_normals, include_attributes=False)
     else:
         data = mesh.export(file_type="obj", include_normals=has_normals, include_color=True, include_texture=False)
@@ -443,6 +446,76 @@ def write_mesh(
     with _atomic_target(path) as part:
         part.write_bytes(data)
     return path
+
+
+def srgb_to_linear(colors: np.ndarray) -> np.ndarray:
+    """uint8 sRGB (..., C) -> float32 linear in [0, 1] (the IEC 61966-2-1 transfer function)."""
+    c = np.asarray(colors, dtype=np.float64) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def _glb_bytes(
+    vertices: np.ndarray, faces: np.ndarray, vertex_colors: np.ndarray | None, vertex_normals: np.ndarray | None
+) -> bytes:
+    """A binary glTF 2.0 file of one triangle mesh.
+
+    glTF defines COLOR_0 as linear: the sRGB vertex colours are converted and stored as float32 (no
+    8-bit banding in the darks; alpha kept). The material is unlit (KHR_materials_unlit) with a
+    non-metallic, fully rough PBR fallback, so viewers show the baked colours as they are instead of
+    a default metallic surface.
+    """
+    import json as json_module
+    import struct
+
+    arrays: list[tuple[bytes, int]] = []  # (data, bufferView target)
+    accessors: list[dict] = []
+    attributes: dict[str, int] = {}
+
+    def add(data: np.ndarray, component: int, kind: str, target: int, **extra) -> int:
+        arrays.append((np.ascontiguousarray(data).tobytes(), target))
+        accessors.append({"bufferView": len(arrays) - 1, "componentType": component, "count": int(len(data)), "type": kind,
+                          **extra})
+        return len(accessors) - 1
+
+    float_type, uint_type, array_buffer, element_buffer = 5126, 5125, 34962, 34963
+    attributes["POSITION"] = add(vertices, float_type, "VEC3", array_buffer,
+                                 min=[float(v) for v in vertices.min(0)], max=[float(v) for v in vertices.max(0)])
+    if vertex_normals is not None:
+        attributes["NORMAL"] = add(vertex_normals.astype(np.float32), float_type, "VEC3", array_buffer)
+    if vertex_colors is not None:
+        linear = srgb_to_linear(vertex_colors[:, :3])
+        if vertex_colors.shape[1] == 4:
+            linear = np.concatenate([linear, (vertex_colors[:, 3:4] / 255.0).astype(np.float32)], axis=1)
+        attributes["COLOR_0"] = add(linear, float_type, "VEC4" if linear.shape[1] == 4 else "VEC3", array_buffer)
+    indices = add(faces.reshape(-1), uint_type, "SCALAR", element_buffer)
+    views, blob = [], bytearray()
+    for data, target in arrays:
+        views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": len(data), "target": target})
+        blob += data + b"\0" * (-len(data) % 4)
+    document = {
+        "asset": {"version": "2.0", "generator": "3D Face Studio"},
+        "extensionsUsed": ["KHR_materials_unlit"],
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": [{"mesh": 0}],
+        "meshes": [{"primitives": [{"attributes": attributes, "indices": indices, "material": 0, "mode": 4}]}],
+        "materials": [{
+            "pbrMetallicRoughness": {"baseColorFactor": [1.0, 1.0, 1.0, 1.0], "metallicFactor": 0.0, "roughnessFactor": 1.0},
+            "extensions": {"KHR_materials_unlit": {}},
+            "doubleSided": False,
+        }],
+        "accessors": accessors,
+        "bufferViews": views,
+        "buffers": [{"byteLength": len(blob)}],
+    }
+    text = json_module.dumps(document, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)
+    total = 12 + 8 + len(text) + 8 + len(blob)
+    return b"".join([
+        struct.pack("<4sII", b"glTF", 2, total),
+        struct.pack("<I4s", len(text), b"JSON"), text,
+        struct.pack("<I4s", len(blob), b"BIN\0"), bytes(blob),
+    ])
 
 
 def write_mrc(path: str | os.PathLike, volume: torch.Tensor | np.ndarray, *, voxel_size: float | None = None) -> Path:

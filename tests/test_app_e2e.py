@@ -119,10 +119,9 @@ def test_generate(client, tiny_models):
     size = tiny_models.get(TINY_ID).config.image_resolution
     assert media.load_png(image).shape == (size, size, 3)
     assert media.load_png(depth).ndim == 3
-    mesh = trimesh.load(mesh_path, force="mesh", process=False)
-    assert len(mesh.faces) > 0 and mesh.visual.kind == "vertex"
-    colors = np.asarray(mesh.visual.vertex_colors)[:, :3]
-    assert colors.shape == (len(mesh.vertices), 3) and colors.std() > 0
+    (mesh,) = trimesh.load(mesh_path, process=False).geometry.values()  # a .glb scene of one mesh, COLOR_0 kept
+    colors = np.asarray(mesh.visual.vertex_attributes["color"])[:, :3]  # glTF COLOR_0: linear floats
+    assert len(mesh.faces) > 0 and colors.shape == (len(mesh.vertices), 3) and colors.std() > 0
     names = {Path(path).name for path in files}
     assert {"seed0011.png", "seed0011_depth.png", "seed0011.glb", "seed0011.ply", "seed0011.obj",
             "seed0011_ws.npy", "seed0011_camera.npy"} <= names

@@ -16,6 +16,7 @@ from scipy.spatial import cKDTree
 from demo import media
 from demo.errors import InputError
 from demo.media import (
+    srgb_to_linear,
     DEPTH_PNG_SCALE,
     alpha_to_uint8,
     check_writable_dir,
@@ -351,23 +352,42 @@ def test_write_mesh_colours_survive_reload(tmp_path, suffix):
     assert len(mesh.vertices) == len(vertices)
     assert len(mesh.faces) == len(faces)
     order = _match_by_position(vertices, np.asarray(mesh.vertices))
-    assert mesh.visual.kind == "vertex"
-    loaded_colors = np.asarray(mesh.visual.vertex_colors)[order]
-    if suffix == ".obj":  # 'v x y z r g b': RGB as text floats, alpha dropped
-        np.testing.assert_array_equal(loaded_colors[:, :3], colors[:, :3])
+    if suffix == ".glb":  # glTF COLOR_0 is linear: sRGB converted, stored as floats, alpha kept
+        loaded_linear = np.asarray(mesh.visual.vertex_attributes["color"])[order]
+        np.testing.assert_allclose(loaded_linear[:, :3], srgb_to_linear(colors[:, :3]), atol=1e-6)
+        np.testing.assert_allclose(loaded_linear[:, 3], colors[:, 3] / 255, atol=1e-6)
     else:
-        np.testing.assert_array_equal(loaded_colors, colors)
+        assert mesh.visual.kind == "vertex"
+        loaded_colors = np.asarray(mesh.visual.vertex_colors)[order]
+        if suffix == ".obj":  # 'v x y z r g b': RGB as text floats, alpha dropped
+            np.testing.assert_array_equal(loaded_colors[:, :3], colors[:, :3])
+        else:
+            np.testing.assert_array_equal(loaded_colors, colors)
     # Same triangles, same winding.
     np.testing.assert_array_equal(order[faces], np.asarray(mesh.faces))
 
 
-def test_write_mesh_glb_has_color0_and_rgb_gets_opaque_alpha(tmp_path):
+def test_write_mesh_glb_is_linear_unlit_and_non_metallic(tmp_path):
+    """glTF defines COLOR_0 as linear; an unlit, non-metallic material keeps viewers from washing the colours out."""
+    import json
+    import struct
+
     vertices, faces, colors = _colored_sphere()
-    path = write_mesh(tmp_path / "mesh.glb", vertices, faces, vertex_colors=colors[:, :3])
-    assert b"COLOR_0" in path.read_bytes()
-    loaded = np.asarray(_reload(path).visual.vertex_colors)
-    np.testing.assert_array_equal(loaded[:, :3], colors[:, :3])
-    assert (loaded[:, 3] == 255).all()
+    data = write_mesh(tmp_path / "mesh.glb", vertices, faces, vertex_colors=colors[:, :3]).read_bytes()
+    magic, version, total = struct.unpack("<4sII", data[:12])
+    assert (magic, version, total) == (b"glTF", 2, len(data))
+    length, kind = struct.unpack("<I4s", data[12:20])
+    assert kind == b"JSON"
+    document = json.loads(data[20 : 20 + length])
+    primitive = document["meshes"][0]["primitives"][0]
+    color = document["accessors"][primitive["attributes"]["COLOR_0"]]
+    assert (color["componentType"], color["type"]) == (5126, "VEC3")  # float, RGB: opaque by definition
+    material = document["materials"][primitive["material"]]
+    assert material["pbrMetallicRoughness"]["metallicFactor"] == 0.0 and "KHR_materials_unlit" in material["extensions"]
+    assert "KHR_materials_unlit" in document["extensionsUsed"]
+    position = document["accessors"][primitive["attributes"]["POSITION"]]
+    np.testing.assert_allclose(position["min"], vertices.min(0)) and np.testing.assert_allclose(position["max"], vertices.max(0))
+    np.testing.assert_allclose(srgb_to_linear(np.array([[0, 10, 255]], np.uint8)), [[0.0, 10 / 255 / 12.92, 1.0]], atol=1e-7)
 
 
 @pytest.mark.parametrize("suffix", [".glb", ".ply", ".obj"])

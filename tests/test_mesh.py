@@ -97,8 +97,10 @@ def test_tiny_model_mesh_and_exports(tmp_path, tiny_generator):
         path = mesh_task.export_mesh(result, tmp_path / f"tiny.{ext}")
         loaded = trimesh.load(path, force="mesh", process=False)
         assert len(loaded.faces) == len(result.faces), ext
-    loaded = trimesh.load(tmp_path / "tiny.glb", force="mesh")
-    assert loaded.visual.kind == "vertex"
+    (loaded,) = trimesh.load(tmp_path / "tiny.glb", process=False).geometry.values()  # keeps COLOR_0
+    from demo.media import srgb_to_linear
+
+    np.testing.assert_allclose(loaded.visual.vertex_attributes["color"], srgb_to_linear(result.vertex_colors), atol=1e-6)
     mrc = mesh_task.official_mrc_volume(tiny_generator, ws, resolution=32)
     from demo import media
 

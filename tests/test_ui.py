@@ -101,9 +101,9 @@ def test_generate_returns_image_depth_mesh_and_downloads(generated, tiny_model):
     size = tiny_model.config.image_resolution
     assert media.load_png(image).shape == (size, size, 3)
     assert media.load_png(depth).shape[2] == 3
-    mesh = trimesh.load(mesh_path, force="mesh", process=False)
-    assert len(mesh.faces) > 0 and mesh.visual.kind == "vertex"
-    assert mesh.visual.vertex_colors.shape == (len(mesh.vertices), 4)
+    (mesh,) = trimesh.load(mesh_path, process=False).geometry.values()  # a .glb scene of one mesh, COLOR_0 kept
+    colors = np.asarray(mesh.visual.vertex_attributes["color"])  # glTF COLOR_0: linear floats
+    assert len(mesh.faces) > 0 and colors.shape == (len(mesh.vertices), 3) and colors.std() > 0
     names = {Path(path).name for path in files}
     for suffix in (".png", "_raw.png", "_depth.png", "_depth_color.png", "_ws.npy", "_camera.npy", ".glb", ".ply", ".obj",
                    ".face.safetensors"):
