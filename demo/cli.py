@@ -317,7 +317,7 @@ def _add_generate(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--shapes", action="store_true", help="also write meshes / density volumes")
     parser.add_argument("--shape-res", type=_resolution_arg, default=256, help="grid points per side (default 256)")
-    parser.add_argument("--shape-format", type=_formats_arg, default=("glb",), help="comma list of glb,ply,obj,mrc (default glb)")
+    parser.add_argument("--shape-format", type=_formats_arg, default=("glb",), help="comma list of glb,ply,obj,mrc (density in world units, overlays the meshes),mrc-official (gen_samples.py's volume); default glb")
     parser.add_argument("--shape-level", type=float, default=10.0, help="iso-level of raw density (official 10)")
     parser.add_argument("--mesh-faces", type=int, default=None, help="decimate meshes to about this many faces")
     parser.add_argument("--batch", type=int, default=4, help="samples per forward pass (default 4)")
@@ -630,7 +630,7 @@ def _add_dataset(parser: argparse.ArgumentParser) -> None:
         help="comma list of optional outputs: depth, depth-npy, masks, meshes, keypoints (MediaPipe's 478 points and "
         "the iBUG 68, 2D + visibility + 3D), segmentation (face-part label maps); default depth,masks",
     )
-    parser.add_argument("--mesh-format", default="ply", help="comma list of ply,glb,obj,mrc for --with meshes (default ply)")
+    parser.add_argument("--mesh-format", default="ply", help="comma list of ply,glb,obj,mrc,mrc-official for --with meshes (default ply)")
     parser.add_argument("--mesh-res", type=_resolution_arg, default=128, help="mesh grid points per side (default 128)")
     parser.add_argument("--image-size", type=int, default=None, help="shrink images to this size (Lanczos); default the model's")
     parser.add_argument("--batch", type=int, default=4, help="samples per forward pass (default 4); part of the settings")
@@ -964,7 +964,7 @@ COMMANDS: tuple[Command, ...] = (
         _add_generate,
         _cmd_generate,
         "Generate faces like gen_samples.py: per seed an image, 16-bit depth and preview, alpha, z/ws/camera .npy, "
-        "and with --shapes coloured meshes (.glb/.ply/.obj) and the official .mrc density volume.",
+        "and with --shapes coloured meshes (.glb/.ply/.obj) and .mrc density volumes (world units, or the official one).",
     ),
     Command(
         "dataset",

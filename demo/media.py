@@ -518,13 +518,17 @@ def _glb_bytes(
     ])
 
 
-def write_mrc(path: str | os.PathLike, volume: torch.Tensor | np.ndarray, *, voxel_size: float | None = None) -> Path:
+def write_mrc(
+    path: str | os.PathLike, volume: torch.Tensor | np.ndarray, *, voxel_size: float | None = None,
+    origin: tuple[float, float, float] | None = None,
+) -> Path:
     """Write a 3D volume as an MRC2014 file (mode 2, float32), atomically, as ``gen_samples.py`` does.
 
     Args:
         path: destination, usually ``*.mrc``.
         volume: ``(D0, D1, D2)`` real values (density sigma); written as float32 in the given axis order.
         voxel_size: optional edge length of a voxel in world units, stored in the header.
+        origin: optional (x, y, z) world position of the first voxel, stored in the header.
 
     Returns:
         ``path`` as a ``Path``.
@@ -545,6 +549,8 @@ def write_mrc(path: str | os.PathLike, volume: torch.Tensor | np.ndarray, *, vox
         mrc.data[:] = volume
         if voxel_size is not None:
             mrc.voxel_size = float(voxel_size)
+        if origin is not None:
+            mrc.header.origin = tuple(float(v) for v in origin)
         mrc.update_header_stats()
         # mrcfile stamps a creation-time label; drop it so the same volume gives the same bytes.
         mrc.header.label[:] = b""

@@ -207,7 +207,7 @@ INDEX_FILE = "index.jsonl"
 SETTINGS_FILE = "settings.json"
 LOCK_FILE = ".writer.lock"
 LABELS_FILE = "images/dataset.json"
-_SAMPLE_FILE = re.compile(r"^(\d{6})\.(png|npy|json|ply|glb|obj|mrc)(\.part)?$")
+_SAMPLE_FILE = re.compile(r"^(\d{6})(?:_official)?\.(png|npy|json|ply|glb|obj|mrc)(\.part)?$")
 _RANK_INDEX = re.compile(r"^index\.rank(\d+)\.jsonl$")
 
 KeypointFn = Callable[[np.ndarray], "np.ndarray | None"]
@@ -705,7 +705,10 @@ class _SampleWriter:
                     model, out / "meshes", name, result.ws[position : position + 1], self.options["mesh_resolution"],
                     self.options["mesh_formats"], mesh_task.OFFICIAL_LEVEL, None,
                 )
-                files["meshes"] = {path.suffix.lstrip("."): self._rel(path) for path in paths}
+                files["meshes"] = {
+                    "mrc-official" if path.name.endswith("_official.mrc") else path.suffix.lstrip("."): self._rel(path)
+                    for path in paths
+                }
             except NoSurfaceError as error:  # the density never reaches the iso-level: no surface to mesh
                 files["meshes"] = None
                 mesh_error = str(error)

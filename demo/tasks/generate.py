@@ -14,7 +14,8 @@ This is the library side of ``python -m demo generate``. Per sample (named by se
 | ``seed0042_ws.npy`` | (1, num_ws, w_dim) float32 latent after truncation |
 | ``seed0042_camera.npy`` | (25,) float32 render camera label (cam2world row-major + intrinsics) |
 | ``seed0042.{glb,ply,obj}`` | coloured mesh in world units (with ``shapes``) |
-| ``seed0042.mrc`` | the official ``gen_samples.py`` density volume for ChimeraX (with ``shapes``) |
+| ``seed0042.mrc`` | the density in world units for ChimeraX: origin and voxel size in the header, overlays the meshes |
+| ``seed0042_official.mrc`` | the official ``gen_samples.py`` density volume (``mrc-official``), for comparisons |
 
 and one ``generate.json`` describing the run (model, options, units, files). Every file is written
 atomically, so an interrupted run leaves only complete files.
@@ -192,8 +193,12 @@ def write_shapes(
             )
             written += [mesh_task.export_mesh(mesh, out / f"{name}.{f}") for f in formats if f in mesh_task.MESH_FORMATS]
         if "mrc" in formats:
+            voxel, origin = mesh_task.mrc_geometry(model, resolution)
+            volume = mesh_task.world_mrc_volume(model, resolution=resolution, planes=planes, level=level)
+            written.append(media.write_mrc(out / f"{name}.mrc", volume, voxel_size=voxel, origin=origin))
+        if "mrc-official" in formats:
             volume = mesh_task.official_mrc_volume(model, None, resolution=resolution, planes=planes)
-            written.append(media.write_mrc(out / f"{name}.mrc", volume, voxel_size=model.config.render.box_warp / (resolution - 1)))
+            written.append(media.write_mrc(out / f"{name}_official.mrc", volume, voxel_size=model.config.render.box_warp / (resolution - 1)))
     return written
 
 

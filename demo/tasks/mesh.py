@@ -37,7 +37,8 @@ from demo.render.rays import pixel_rays
 
 OFFICIAL_LEVEL = 10.0
 MESH_FORMATS = ("glb", "ply", "obj")
-SHAPE_FORMATS = (*MESH_FORMATS, "mrc")
+SHAPE_FORMATS = (*MESH_FORMATS, "mrc", "mrc-official")
+"""``mrc``: the density in world units, overlaying the meshes; ``mrc-official``: ``gen_samples.py``'s volume."""
 MIN_RESOLUTION = 16
 MAX_RESOLUTION = 1024
 
@@ -127,6 +128,35 @@ def official_mrc_volume(model: TriplaneGenerator, ws, *, resolution: int = 256, 
     return official_density_volume(sigma, resolution).numpy()
 
 
+def closed_border(volume: np.ndarray, level: float = OFFICIAL_LEVEL) -> np.ndarray:
+    """``volume`` (a cube) with the official border width set below ``level``, so surfaces close there (in place)."""
+    n = volume.shape[0]
+    pad = max(official_border_pad(n), 1)
+    empty = min(float(volume.min()), level) - 1.0
+    for axis in range(3):
+        index = [slice(None)] * 3
+        index[axis] = slice(0, pad)
+        volume[tuple(index)] = empty
+        index[axis] = slice(n - pad, n)
+        volume[tuple(index)] = empty
+    return volume
+
+
+def world_mrc_volume(model: TriplaneGenerator, ws=None, *, resolution: int = 256, planes=None, level: float = OFFICIAL_LEVEL,
+                     progress=None) -> np.ndarray:
+    """The density the meshes are made from, for ``.mrc`` files that overlay them: the regular (x, y, z) grid over the
+    tri-plane cube with the meshes' closed border, in MRC's (z, y, x) order; write it with origin ``-box_warp / 2`` on
+    every axis and voxel ``box_warp / (resolution - 1)`` (:func:`mrc_geometry`)."""
+    volume = density_volume(model, ws, resolution=resolution, planes=planes, progress=progress).numpy().astype(np.float32)
+    return np.ascontiguousarray(closed_border(volume, level).transpose(2, 1, 0))
+
+
+def mrc_geometry(model: TriplaneGenerator, resolution: int) -> tuple[float, tuple[float, float, float]]:
+    """(voxel size, origin (x, y, z)) in world units of :func:`world_mrc_volume`'s grid."""
+    box = model.config.render.box_warp
+    return box / (resolution - 1), (-box / 2, -box / 2, -box / 2)
+
+
 def mesh_from_volume(
     volume: np.ndarray | torch.Tensor,
     *,
@@ -147,14 +177,7 @@ def mesh_from_volume(
     if volume.shape != (n, n, n):
         raise ValueError(f"volume: must be a cube, got shape {volume.shape}")
     if pad_border:
-        pad = max(official_border_pad(n), 1)
-        empty = min(float(volume.min()), level) - 1.0
-        for axis in range(3):
-            index = [slice(None)] * 3
-            index[axis] = slice(0, pad)
-            volume[tuple(index)] = empty
-            index[axis] = slice(n - pad, n)
-            volume[tuple(index)] = empty
+        volume = closed_border(volume, level)
     if not (volume.min() < level < volume.max()):
         raise NoSurfaceError(
             f"The density never crosses the iso-level {level:g} (it ranges from {volume.min():.3g} to {volume.max():.3g}), "
