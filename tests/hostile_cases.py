@@ -75,6 +75,37 @@ def cases(out: Path):
 
     storage = nvlabs_pickle._Storage(torch.zeros(1, dtype=torch.float64).untyped_storage(), torch.float64)
     yield "stride-0 view of one float64", lambda: nvlabs_pickle._rebuild_tensor_v2(storage, 0, (2**29,), (0,))
+    yield "tensor size 2**62 x 2**62", lambda: nvlabs_pickle._rebuild_tensor_v2(storage, 0, (2**62, 2**62), (1, 1))
+
+    def snapshot_with_blob(label: str, blob_of):
+        from tests.fakes import nvlabs as fakes
+        from tests.test_nvlabs_pickle import ATTRIBUTES, INIT_KWARGS, tiny_state_dict
+
+        state = tiny_state_dict()
+        path = out / f"{label}.pkl"
+        blob = blob_of(fakes, state["decoder.net.0.weight"])
+        fakes.write_snapshot_with_storage_blob(path, state, INIT_KWARGS, ATTRIBUTES, tensor_name="decoder.net.0.weight", blob=blob)
+        return nvlabs_pickle.read_official_generator(path)
+
+    def huge_count(fakes, tensor):
+        blob = fakes.legacy_storage_blob(tensor)
+        at = len(blob) - tensor.numel() * tensor.element_size() - 8
+        return blob[:at] + (2**40).to_bytes(8, "little") + blob[at + 8 :]
+
+    yield "storage claims 2**40 elements", lambda: snapshot_with_blob("count", huge_count)
+
+    def pickle_kwargs(label: str, **changes):
+        from tests.fakes import nvlabs as fakes
+        from tests.test_nvlabs_pickle import ATTRIBUTES, INIT_KWARGS, tiny_state_dict
+
+        path = out / f"{label}.pkl"
+        fakes.write_official_snapshot(path, tiny_state_dict(), {**INIT_KWARGS, **changes}, ATTRIBUTES)
+        return load_generator(path)
+
+    yield "pickle with z_dim 5e6", lambda: pickle_kwargs("pzdim", z_dim=5_000_000)
+    yield "pickle with 1e7 mapping layers", lambda: pickle_kwargs("players", mapping_kwargs={"num_layers": 10**7})
+    yield "complex storage", lambda: snapshot_with_blob(
+        "complex", lambda fakes, tensor: fakes.legacy_storage_blob(torch.zeros(tensor.numel(), dtype=torch.complex64)))
 
     name = b"__defaults__"
     build = (
