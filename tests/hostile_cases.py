@@ -104,6 +104,12 @@ def cases(out: Path):
 
     yield "pickle with z_dim 5e6", lambda: pickle_kwargs("pzdim", z_dim=5_000_000)
     yield "pickle with 1e7 mapping layers", lambda: pickle_kwargs("players", mapping_kwargs={"num_layers": 10**7})
+    def unread(fakes, tensor):
+        blob = fakes.legacy_storage_blob(tensor)
+        keys = pickle.dumps(["0"], protocol=2)
+        return blob[: blob.rfind(keys)] + pickle.dumps([], protocol=2)  # the key list skips the storage: never read
+
+    yield "storage that is never read", lambda: snapshot_with_blob("unread", unread)
     yield "complex storage", lambda: snapshot_with_blob(
         "complex", lambda fakes, tensor: fakes.legacy_storage_blob(torch.zeros(tensor.numel(), dtype=torch.complex64)))
 

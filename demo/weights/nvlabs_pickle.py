@@ -542,6 +542,18 @@ class RestrictedUnpickler(pickle.Unpickler):
             )
         if untyped.nbytes() % storage.dtype.itemsize:
             raise CheckpointError(f"Checkpoint {self.source} is corrupt: a tensor storage has a partial element.")
+        # The legacy stream ends with the element count and the raw bytes of its one storage; a stream whose
+        # key list skips the storage leaves it unread (uninitialised memory): the bytes must be the file's.
+        nbytes = untyped.nbytes()
+        count_at = len(data) - nbytes - 8
+        read = torch.empty(0, dtype=torch.uint8).set_(untyped).numpy().tobytes() if nbytes else b""
+        if count_at < 0 or struct.unpack_from("<q", data, count_at)[0] * storage.dtype.itemsize != nbytes or (
+            memoryview(data)[count_at + 8 :] != read
+        ):
+            raise CheckpointError(
+                f"Checkpoint {self.source} is corrupt: a tensor storage payload does not hold its data (it would load "
+                "as whatever memory held). Download the file again."
+            )
         return _Storage(untyped, storage.dtype)
 
 
