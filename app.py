@@ -2,9 +2,9 @@
 
 import os
 
-from demo.ui import build_demo
+from demo.ui import LAUNCH_OPTIONS, build_demo
 
 demo = build_demo()  # the queue (size, concurrency) is configured inside build_demo
 
 if __name__ == "__main__":
-    demo.launch(server_port=int(os.environ.get("PORT", "7860")))
+    demo.launch(server_port=int(os.environ.get("PORT", "7860")), **LAUNCH_OPTIONS)

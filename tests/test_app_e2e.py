@@ -29,7 +29,7 @@ from gradio_client import Client, handle_file
 
 from demo import media
 from demo.tasks.sample import ws_from_seeds
-from demo.ui import build_demo, runtime
+from demo.ui import LAUNCH_OPTIONS, build_demo, runtime
 from demo.ui.runtime import ModelProvider
 from demo.weights.store import TINY_ID
 
@@ -58,7 +58,7 @@ def running_app(models: ModelProvider, session_root: Path, *, heartbeat_s: float
     demo = build_demo(models, session_root=session_root)
     try:
         port = free_port()
-        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **LAUNCH_OPTIONS)
         yield SimpleNamespace(demo=demo, url=f"http://127.0.0.1:{port}/", sessions=runtime.SessionFolders(session_root))
     finally:
         demo.close()
@@ -284,6 +284,8 @@ def test_bad_input_gives_readable_errors_and_the_app_keeps_serving(client, tmp_p
         (lambda: client.predict(seed=1, **{**GENERATE, "mesh_resolution": 100}, api_name="/generate"),
          "not in the list of choices"),
         (lambda: client.predict(seed=-5, **GENERATE, api_name="/generate"), "less than minimum value 0"),
+        (lambda: client.predict(seed="abc", **GENERATE, api_name="/generate"), "Expected"),
+        (lambda: client.predict(seed=1, **{**GENERATE, "truncation": "0.7x"}, api_name="/generate"), "'0.7x'"),
         (lambda: client.predict(face_file=handle_file(str(garbage)), **rotate), "Cannot read latent file"),
         (lambda: client.predict(face_file=handle_file(str(misshapen)), **rotate), "has shape (1, 2, 3)"),
         (lambda: client.predict(model_id=TINY_ID, seeds="7", truncation=0.7, face_files=None, interpolation="slerp",

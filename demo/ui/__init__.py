@@ -21,7 +21,12 @@ QUEUE_MAX_SIZE = 32
 DELETE_CACHE = (1800, 3600)
 """Every 30 min, Gradio deletes its copies of result files older than an hour."""
 
-__all__ = ["TABS", "ModelProvider", "build_demo"]
+LAUNCH_OPTIONS = {"show_error": True}
+"""Options for ``demo.launch``: values of the wrong type (an API call with seed="abc") are refused by Gradio
+before any handler runs; ``show_error`` passes its message ("Expected a float ...") to the caller instead of a
+generic "the app raised an exception". Handlers' own errors are already user messages (``runtime.user_errors``)."""
+
+__all__ = ["LAUNCH_OPTIONS", "TABS", "ModelProvider", "build_demo"]
 
 
 def build_demo(
