@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from demo.errors import CheckpointError, DemoError, InputError
-from demo.progress import ProgressFn
+from demo.progress import ProgressFn, scaled
 from demo.weights import registry
 
 PROG = "python -m demo"
@@ -485,14 +485,14 @@ def _cmd_multiview(args: argparse.Namespace) -> int:
             for index, path in enumerate(photos):
                 item = _item_progress(progress, index, len(photos), path.stem)
                 try:
-                    reconstruction = _reconstruct(args, model, encoder, settings, path, lambda f, m: item(0.8 * f, m))
+                    reconstruction = _reconstruct(args, model, encoder, settings, path, scaled(item, 0.0, 0.8))
                 except InputError as error:
                     print(f"skipped {path.name}: {error}", file=sys.stderr)  # one bad photo does not stop a folder
                     skipped.append({"input": str(path), "error": str(error)})
                     continue
                 face = reconstruction.face
                 face.save(out / face.name / face.name)
-                grid(face, lambda f, m: item(0.8 + 0.2 * f, m))
+                grid(face, scaled(item, 0.8, 1.0))
         else:
             faces = _faces(args, model)
             for index, face in enumerate(faces):
@@ -801,7 +801,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
             try:
                 camera = _aligned_camera(args, model, path, len(files)) if args.aligned else None
                 reconstruction = _reconstruct(
-                    args, model, encoder, settings, path, lambda f, m: item(0.8 * f, m), aligned=args.aligned, camera=camera,
+                    args, model, encoder, settings, path, scaled(item, 0.0, 0.8), aligned=args.aligned, camera=camera,
                 )
             except InputError as error:
                 if len(files) == 1:
@@ -812,7 +812,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
             written = save_reconstruction(
                 model, reconstruction, out, shapes=args.mesh, shape_resolution=args.mesh_res,
                 video_frames=args.frames if args.video else None, model_name=str(args.model),
-                progress=lambda f, m: item(0.8 + 0.2 * f, m),
+                progress=scaled(item, 0.8, 1.0),
             )
             inversion = reconstruction.inversion
             print(

@@ -15,3 +15,10 @@ def report(progress: ProgressFn | None, fraction: float, message: str) -> None:
     """Call ``progress`` if given, with the fraction clamped to [0, 1]."""
     if progress is not None:
         progress(min(max(float(fraction), 0.0), 1.0), message)
+
+
+def scaled(progress: ProgressFn | None, start: float, stop: float) -> ProgressFn | None:
+    """``progress`` for one stage of a task: the stage's fraction [0, 1] maps to [start, stop] of the whole."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(start + (stop - start) * fraction, message)

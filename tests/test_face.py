@@ -43,6 +43,7 @@ def test_face_file_round_trip_and_checks(tiny_generator, tmp_path):
     for name, delta in face.weight_delta.items():
         assert torch.equal(loaded.weight_delta[name], delta)
     tuned = loaded.generator(tiny_generator)
+    assert loaded.generator(tiny_generator) is tuned  # one tuned copy per face and base model
     assert tuned is not tiny_generator and model_fingerprint(tiny_generator) == face.base_fingerprint  # base unchanged
     seed_face = face_from_seed(tiny_generator, 7)
     assert seed_face.generator(tiny_generator) is tiny_generator and seed_face.source["seed"] == 7

@@ -381,7 +381,6 @@ def test_hub_errors_name_the_endpoint_and_say_what_happened(ckpt_dir, monkeypatc
     import huggingface_hub
 
     monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.example")
-    monkeypatch.setattr(registry, "hub_endpoint", registry.hub_endpoint)  # reads the variable at call time
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "ENDPOINT", "https://hf-mirror.example")

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import math
 import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +59,6 @@ from demo.tasks.video import (
 )
 from demo.weights.store import model_fingerprint
 
-logger = logging.getLogger(__name__)
-
 FORMAT_NAME = "3d-face-studio-face"
 FORMAT_VERSION = 1
 FACE_SUFFIX = ".face.safetensors"
@@ -81,6 +79,8 @@ class Face:
     """(25,) float32 camera label the face was seen from, or None (frontal)."""
     weight_delta: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     base_fingerprint: dict[str, str] = field(default_factory=dict, repr=False)
+    _tuned: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary, init=False, repr=False)
+    """base model -> its tuned copy: every task of one face renders from one copy, made once."""
 
     def __post_init__(self) -> None:
         ws = np.asarray(self.ws, dtype=np.float32)
@@ -102,10 +102,6 @@ class Face:
     def has_delta(self) -> bool:
         return bool(self.weight_delta)
 
-    @property
-    def kind(self) -> str:
-        return str(self.source.get("kind", "ws"))
-
     def view(self, model: TriplaneGenerator) -> Camera:
         """The camera the face was seen from (the photo's), else the model's frontal view."""
         return Camera.from_label(self.camera) if self.camera is not None else view_camera(model)
@@ -124,12 +120,15 @@ class Face:
             )
 
     def generator(self, model: TriplaneGenerator, *, check: bool = True) -> TriplaneGenerator:
-        """``model`` itself for a face without a delta; else a tuned copy (base + delta). ``model`` is never changed."""
+        """``model`` itself for a face without a delta; else a tuned copy (base + delta), made once per base model and
+        kept with the face. ``model`` is never changed; do not change the copy either (it is shared)."""
         if check:
             self.check_fits(model)
         if not self.has_delta:
             return model
-        return apply_delta(model, self.weight_delta)
+        if model not in self._tuned:
+            self._tuned[model] = apply_delta(model, self.weight_delta)
+        return self._tuned[model]
 
     def save(self, path: str | Path, *, delta_dtype: torch.dtype = torch.float16) -> Path:
         """Write the face as one ``.face.safetensors`` file (atomically); returns its path."""

@@ -36,7 +36,7 @@ from demo import media
 from demo._version import __version__
 from demo.cameras import Camera
 from demo.networks.eg3d import TriplaneGenerator
-from demo.progress import ProgressFn, report
+from demo.progress import ProgressFn, report, scaled
 from demo.errors import InputError, NoSurfaceError
 from demo.tasks import landmarks
 from demo.tasks import mesh as mesh_task
@@ -119,7 +119,7 @@ def generate_to_folder(
         truncation_cutoff=truncation_cutoff,
         camera=camera,
         batch_size=batch_size,
-        progress=None if progress is None else lambda f, m: progress(f * render_share, m),
+        progress=scaled(progress, 0.0, render_share),
     )
     files: dict[str, list[Path]] = {}
     mesh_errors: dict[str, str] = {}

@@ -77,7 +77,7 @@ from demo.cameras import Camera
 from demo.errors import InputError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.networks.encoder import ImageEncoder
-from demo.progress import ProgressFn, report
+from demo.progress import ProgressFn, report, scaled
 from demo.tasks.face import Face, apply_delta
 from demo.tasks.losses import PerceptualFn, image_loss, psnr
 from demo.tasks.sample import W_AVG_SAMPLES, estimate_w_avg, view_camera
@@ -491,12 +491,6 @@ def tune(
     return TuningResult(delta=delta, losses=tuple(losses), stopped=stopped)
 
 
-def _scaled(progress: ProgressFn | None, start: float, stop: float) -> ProgressFn | None:
-    if progress is None:
-        return None
-    return lambda fraction, message: progress(start + (stop - start) * fraction, message)
-
-
 @torch.inference_mode(False)
 @torch.enable_grad()
 def invert(
@@ -559,12 +553,12 @@ def invert(
     objective = Objective(target, mask_t, perceptual, settings.perceptual_weight)
     projection = project(
         model, objective, label, start_ws, settings, w_std=w_std, rng=rng, deadline=deadline,
-        progress=_scaled(progress, 0.0, settings.w_steps / total),
+        progress=scaled(progress, 0.0, settings.w_steps / total),
     )
     psnr_projected = psnr(_eval_render(model, projection.ws, label), target.cpu())
     tuning = tune(
         model, objective, label, projection.ws, settings, rng=rng, deadline=deadline,
-        progress=_scaled(progress, settings.w_steps / total, 1.0),
+        progress=scaled(progress, settings.w_steps / total, 1.0),
     )
     psnr_tuned = psnr_projected
     if tuning.delta:

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import numpy as np
@@ -83,6 +84,7 @@ def _loops(edges: Iterable[tuple[int, int]]) -> list[list[int]]:
     return loops
 
 
+@functools.cache
 def _regions() -> dict[str, list[list[int]]]:
     """Mesh-index polygons per part, from MediaPipe's own face-mesh connection sets."""
     from mediapipe.python.solutions import face_mesh_connections as mesh
@@ -158,14 +160,6 @@ def part_labels(
 def _area(polygon: np.ndarray) -> float:
     x, y = polygon[:, 0], polygon[:, 1]
     return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
-
-
-def colorize_labels(labels: np.ndarray) -> np.ndarray:
-    """(S, S, 3) uint8 preview of a label map in :data:`PART_PALETTE`."""
-    palette = np.zeros((256, 3), np.uint8)
-    for label, colour in PART_PALETTE.items():
-        palette[label] = colour
-    return palette[labels]
 
 
 def visible_points(

@@ -31,7 +31,7 @@ from demo import media
 from demo.cameras import Camera
 from demo.errors import NoSurfaceError
 from demo.networks.eg3d import TriplaneGenerator
-from demo.progress import ProgressFn, report
+from demo.progress import ProgressFn, report, scaled
 from demo.render.grid import density_grid, grid_points, official_border_pad, official_density_volume
 from demo.render.rays import pixel_rays
 
@@ -219,7 +219,7 @@ def extract_mesh(
     check_resolution(resolution)
     with torch.inference_mode():
         planes = _planes_for(model, ws, planes)
-        volume = density_volume(model, resolution=resolution, planes=planes, progress=_scaled(progress, 0.0, 0.8))
+        volume = density_volume(model, resolution=resolution, planes=planes, progress=scaled(progress, 0.0, 0.8))
         vertices, faces, normals = mesh_from_volume(volume, level=level, box_warp=model.config.render.box_warp)
         vertices, faces, normals = _clean(vertices, faces, normals, keep_largest, min_component_fraction)
         if target_faces is not None and target_faces < len(faces):
@@ -329,7 +329,3 @@ def export_mesh(mesh: MeshResult, path: str | Path) -> Path:
     return media.write_mesh(path, mesh.vertices, mesh.faces, vertex_colors=mesh.vertex_colors, vertex_normals=mesh.vertex_normals)
 
 
-def _scaled(progress: ProgressFn | None, start: float, stop: float) -> ProgressFn | None:
-    if progress is None:
-        return None
-    return lambda fraction, message: progress(start + (stop - start) * fraction, message)

@@ -28,7 +28,7 @@ from demo import media
 from demo.errors import InputError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.networks.encoder import ImageEncoder
-from demo.progress import ProgressFn, report
+from demo.progress import ProgressFn, report, scaled
 from demo.tasks.face import Face, face_trajectory, render_face, rotate_face, safe_name
 from demo.tasks.invert import InversionResult, InversionSettings, invert
 from demo.tasks.sample import view_camera
@@ -125,7 +125,7 @@ def reconstruct_photo(
             mask = None
     result = invert(
         model, crop, label, encoder=encoder, settings=settings, mask=mask,
-        progress=None if progress is None else lambda f, m: progress(0.05 + 0.95 * f, m),
+        progress=scaled(progress, 0.05, 1.0),
     )
     photo_name = photo_name or _stem_of(photo)
     stem = safe_name(photo_name + PHOTO_SUFFIX)
@@ -160,7 +160,7 @@ def save_reconstruction(
         written.append(media.save_png(out / f"{face.name}_mask.png", media.alpha_to_uint8(reconstruction.mask)))
     rendered = render_face(
         model, face, out, shapes=shapes, shape_resolution=shape_resolution, shape_formats=shape_formats,
-        model_name=model_name, progress=None if progress is None else lambda f, m: progress(0.8 * f, m),
+        model_name=model_name, progress=scaled(progress, 0.0, 0.8),
     )
     written += rendered.files[face.name] + [rendered.manifest]
     if video_frames:

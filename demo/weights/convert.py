@@ -52,26 +52,6 @@ def config_from_official(
     focal_length: float | None = None,
     source: str = "checkpoint",
 ) -> GeneratorConfig:
-    """:func:`_config_from_official` with every out-of-range or mistyped setting reported as a ``CheckpointError``
-    (the configs check their bounds before anything is built)."""
-    try:
-        return _config_from_official(
-            init_kwargs, attributes, class_name=class_name, focal_length=focal_length, source=source
-        )
-    except CheckpointError:
-        raise
-    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as error:
-        raise CheckpointError(f"{source}: the generator's settings cannot be used ({type(error).__name__}: {error}).") from None
-
-
-def _config_from_official(
-    init_kwargs: dict[str, Any],
-    attributes: dict[str, Any] | None = None,
-    *,
-    class_name: str = "training.triplane.TriPlaneGenerator",
-    focal_length: float | None = None,
-    source: str = "checkpoint",
-) -> GeneratorConfig:
     """Build our config from an official generator's constructor kwargs and instance attributes.
 
     Args:

@@ -148,13 +148,13 @@ def generator_from_pickle(
 ) -> TriplaneGenerator:
     """Build a generator from an official snapshot ``.pkl`` without executing anything from it."""
     official = nvlabs_pickle.read_official_generator(path, key=key, expected_sha256=expected_sha256)
-    config = convert.config_from_official(
-        official.init_kwargs,
-        official.attributes,
-        class_name=official.class_name,
-        focal_length=focal_length,
-        source=str(path),
-    )
+    try:  # the configs check every size before anything is built; a bad one is the checkpoint's fault
+        config = convert.config_from_official(
+            official.init_kwargs, official.attributes, class_name=official.class_name, focal_length=focal_length,
+            source=str(path),
+        )
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as error:
+        raise CheckpointError(f"{path}: the generator's settings cannot be used ({type(error).__name__}: {error}).") from None
     model = build_generator(config)
     convert.load_state_dict_strict(model, convert.convert_state_dict(official.state_dict), source=str(path))
     return model.eval().requires_grad_(False).to(device)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from demo.progress import scaled
 from demo.tasks.face import FACE_SUFFIX
 from demo.tasks.invert import PRESETS, InversionSettings
 from demo.tasks.photo import align_photo, reconstruct_photo, save_reconstruction
@@ -68,13 +69,13 @@ def reconstruct(
     already = aligned[1] if isinstance(aligned, tuple) and len(aligned) == 2 and aligned[0] == photo else None
     reconstruction = reconstruct_photo(
         model, already if already is not None else photo, settings, encoder=models.encoder(model_id),
-        photo_name=Path(photo).stem, progress=None if progress is None else lambda f, m: progress(0.8 * f, m),
+        photo_name=Path(photo).stem, progress=scaled(progress, 0.0, 0.8),
     )
     for warning in reconstruction.warnings:
         gr.Warning(warning)
     files = save_reconstruction(
         model, reconstruction, out_dir, shapes=True, shape_resolution=MESH_RESOLUTION, shape_formats=("glb", "ply", "obj"),
-        model_name=model_id, progress=None if progress is None else lambda f, m: progress(0.8 + 0.2 * f, m),
+        model_name=model_id, progress=scaled(progress, 0.8, 1.0),
     )
     name = reconstruction.face.name
     face_file = str(out_dir / (name + FACE_SUFFIX))
