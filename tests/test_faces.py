@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import struct
+import subprocess
 import time
 import zlib
 
@@ -412,3 +413,56 @@ def test_small_face_gives_a_warning(astronaut):
 def test_tiny_face_is_refused(astronaut):
     with pytest.raises(InputError, match="too small"):
         align_face(_on_canvas(astronaut, 0.5, 1024))
+
+
+def _run_child(code: str) -> subprocess.CompletedProcess:
+    import sys
+    from pathlib import Path
+
+    return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+
+
+def test_mediapipe_native_log_lines_stay_off_stderr():
+    """MediaPipe's C++ logging (``W0000 ... inference_feedback_manager.cc:114] ...``) writes straight to fd 2 on
+    every photo; detection and segmentation run with fd 2 redirected, and what else was written there comes back."""
+    child = _run_child(
+        "import sys\n"
+        "import numpy as np\n"
+        "from skimage import data\n"
+        "from demo.tasks.faces import align_face, foreground_mask\n"
+        "face = align_face(data.astronaut())\n"
+        "foreground_mask(face.image)\n"
+        "print('python stderr still works', file=sys.stderr)\n"
+    )
+    assert child.returncode == 0, child.stderr
+    noise = [line for line in child.stderr.splitlines() if "W0000" in line or ".cc:" in line or "absl::" in line
+             or "TensorFlow Lite" in line]
+    assert noise == [], noise
+    assert "python stderr still works" in child.stderr
+
+
+def test_errors_inside_the_quiet_window_keep_their_messages():
+    """An exception raised while fd 2 is redirected still reaches the caller (and stderr, uncaught); other
+    writes to fd 2 in that window are replayed afterwards; fd 2 is the same file again after the window."""
+    child = _run_child(
+        "import os, sys\n"
+        "from demo.tasks.faces import quiet_native_log\n"
+        "before = os.fstat(2)\n"
+        "try:\n"
+        "    with quiet_native_log():\n"
+        "        os.write(2, b'W0000 00:00:1.0 1 some_calculator.cc:12] native noise\\n')\n"
+        "        os.write(2, b'a line from another thread\\n')\n"
+        "        raise ValueError('the message the user needs')\n"
+        "except ValueError as error:\n"
+        "    print('caught:', error, file=sys.stderr)\n"
+        "after = os.fstat(2)\n"
+        "assert (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino)\n"
+        "with quiet_native_log():\n"
+        "    raise RuntimeError('uncaught and printed')\n"
+    )
+    assert child.returncode == 1
+    assert "caught: the message the user needs" in child.stderr
+    assert "a line from another thread" in child.stderr
+    assert "RuntimeError: uncaught and printed" in child.stderr
+    assert "native noise" not in child.stderr

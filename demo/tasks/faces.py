@@ -74,12 +74,20 @@ that label FFHQ. Treat the camera as a starting point that inversion may refine.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
+import os
+import re
+import sys
+import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -95,6 +103,7 @@ __all__ = [
     "detect_faces",
     "foreground_mask",
     "load_photo",
+    "quiet_native_log",
 ]
 
 logger = logging.getLogger(__name__)
@@ -380,21 +389,22 @@ def detect_faces(image: np.ndarray) -> list[FaceDetection]:
     if min(height, width) < 8:
         return []
     image = np.ascontiguousarray(image)
-    candidates = _find_face_boxes(image)
     faces: list[FaceDetection] = []
-    if not candidates:
-        return faces
-    face_mesh = _mediapipe().solutions.face_mesh
-    with face_mesh.FaceMesh(
-        static_image_mode=True,
-        max_num_faces=3,
-        refine_landmarks=True,
-        min_detection_confidence=_MIN_DETECTION_CONFIDENCE,
-    ) as mesh:
-        for box, score in candidates[:MAX_FACES]:
-            face = _mesh_face(image, box, score, mesh)
-            if face is not None and not any(_same_face(face, other) for other in faces):
-                faces.append(face)
+    with quiet_native_log():
+        candidates = _find_face_boxes(image)
+        if not candidates:
+            return faces
+        face_mesh = _mediapipe().solutions.face_mesh
+        with face_mesh.FaceMesh(
+            static_image_mode=True,
+            max_num_faces=3,
+            refine_landmarks=True,
+            min_detection_confidence=_MIN_DETECTION_CONFIDENCE,
+        ) as mesh:
+            for box, score in candidates[:MAX_FACES]:
+                face = _mesh_face(image, box, score, mesh)
+                if face is not None and not any(_same_face(face, other) for other in faces):
+                    faces.append(face)
     faces.sort(key=lambda face: face.area, reverse=True)
     return faces
 
@@ -413,6 +423,73 @@ def _mediapipe():
             "Face detection needs mediapipe==0.10.21 (pip install mediapipe==0.10.21; it requires numpy<2)."
         ) from error
     return mediapipe
+
+
+_NATIVE_LOG_LINE = re.compile(
+    rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.-]+:\d+\] "  # absl: W0000 00:00:1796534215.67  6642 file.cc:114] ...
+    rb"|INFO: Created TensorFlow Lite"
+    rb"|WARNING: All log messages before absl::InitializeLog\(\))"
+)
+_quiet_lock = threading.Lock()
+_quiet_users = 0
+_quiet_saved: tuple[int, IO[bytes]] | None = None  # (a copy of the real fd 2, the file standing in for it)
+
+
+@contextlib.contextmanager
+def quiet_native_log() -> Iterator[None]:
+    """Keep MediaPipe's C++ log lines (``W0000 ... inference_feedback_manager.cc:114] ...``) off stderr.
+
+    The native library writes them straight to file descriptor 2, and neither ``GLOG_minloglevel`` nor
+    ``TF_CPP_MIN_LOG_LEVEL`` stops them in mediapipe 0.10.21, so fd 2 points at a temporary file while
+    MediaPipe runs. Afterwards fd 2 is restored (also when an exception leaves the block; the exception
+    itself passes through untouched) and every captured line that is not a native log line is written
+    back: output of other threads in the window is delayed, never lost. Threads share one redirection:
+    the first to enter makes it, the last to leave undoes it (Gradio runs handlers in worker threads).
+    """
+    global _quiet_users, _quiet_saved
+    with _quiet_lock:
+        if _quiet_users == 0:
+            _quiet_saved = _redirect_stderr()
+        redirected = _quiet_saved is not None
+        if redirected:
+            _quiet_users += 1
+    try:
+        yield
+    finally:
+        if redirected:
+            with _quiet_lock:
+                _quiet_users -= 1
+                if _quiet_users == 0 and _quiet_saved is not None:
+                    saved, capture = _quiet_saved
+                    _quiet_saved = None
+                    _restore_stderr(saved, capture)
+
+
+def _redirect_stderr() -> tuple[int, IO[bytes]] | None:
+    """Point fd 2 at a new temporary file; returns (a copy of the old fd 2, that file), or None without an fd 2."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # Python's own buffer goes first, in order
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (pythonw, a closed stderr): nothing to quiet
+        return None
+    capture = tempfile.TemporaryFile()  # noqa: SIM115 (closed by _restore_stderr when the window ends)
+    os.dup2(capture.fileno(), 2)
+    return saved, capture
+
+
+def _restore_stderr(saved: int, capture: IO[bytes]) -> None:
+    """Put the real fd 2 back and write to it what was captured, without MediaPipe's native log lines."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    with capture:
+        capture.seek(0)
+        kept = memoryview(b"".join(line for line in capture if not _NATIVE_LOG_LINE.match(line)))
+    with contextlib.suppress(OSError):
+        while kept:
+            kept = kept[os.write(2, kept):]
 
 
 def _find_face_boxes(image: np.ndarray) -> list[tuple[tuple[float, float, float, float], float]]:
@@ -759,7 +836,7 @@ def foreground_mask(image: np.ndarray) -> np.ndarray:
     image = np.ascontiguousarray(np.asarray(image))
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise InputError(f"foreground_mask takes an (H, W, 3) uint8 RGB image; got {image.dtype} of shape {image.shape}.")
-    with _mediapipe().solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as segmenter:
+    with quiet_native_log(), _mediapipe().solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as segmenter:
         result = segmenter.process(image)
     mask = result.segmentation_mask
     if mask is None:
