@@ -109,6 +109,22 @@ def test_the_named_endpoints_are_exactly_the_actions(client):
     assert set(client.view_api(return_format="dict", print_info=False)["named_endpoints"]) == NAMED_ENDPOINTS
 
 
+def test_optional_uploads_are_optional_in_the_api(client, app):
+    """The face-file uploads (use a saved face instead of a seed) may be left out; only the photo is required."""
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    required = {(name, parameter["parameter_name"]) for name, endpoint in endpoints.items()
+                for parameter in endpoint["parameters"] if not parameter["parameter_has_default"]}
+    assert required == {("/align_photo", "photo"), ("/photo_to_3d", "photo")}
+    for name, upload in [("/rotate", "face_file"), ("/multiview", "face_file"), ("/edit", "face_file"),
+                         ("/interpolate", "face_files")]:
+        (parameter,) = [p for p in endpoints[name]["parameters"] if p["parameter_name"] == upload]
+        assert parameter["parameter_has_default"] and parameter["parameter_default"] is None, (name, parameter)
+    # Left out, the seed is used; the handler still gets the request (its session's folder).
+    video, _ = client.predict(model_id=TINY_ID, source="seed", seed=3, frames=8, api_name="/rotate")
+    assert media.read_video_info(video).num_frames == 8
+    assert any(app.sessions.path(SimpleNamespace(session_hash=client.session_hash)).glob("rotate-*"))
+
+
 def test_random_seed(client):
     seed = client.predict(api_name="/random_seed")
     assert isinstance(seed, (int, float)) and 0 <= seed < 2**32 and seed == int(seed)

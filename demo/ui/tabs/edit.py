@@ -68,8 +68,10 @@ def build(ctx: runtime.UIContext) -> None:
             adopt = gr.Button("Use as my face (Rotate, Multi-view, Interpolate)", elem_id="edit-adopt-btn")
 
     @runtime.gpu(duration=GPU_SECONDS)
-    def on_edit(model_id, source, seed, truncation, face_file, method, layers, alpha0, alpha1, alpha2, alpha3, alpha4,
-                current_face, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+    def on_edit(model_id, source, seed, truncation, face_file=None, method=None, layers=None, alpha0=None, alpha1=None,
+                alpha2=None, alpha3=None, alpha4=None, current_face=None, request: gr.Request = None,
+                progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+        # face_file=None: an optional upload in the API (see video.build); the later defaults are never used.
         return edit(ctx.models, model_id, source, seed, truncation, face_file, method, layers,
                     [alpha0, alpha1, alpha2, alpha3, alpha4], current_face, out_dir=ctx.sessions.run_dir(request, "edit"),
                     progress=runtime.progress_fn(progress))

@@ -93,8 +93,10 @@ def build(ctx: runtime.UIContext) -> None:
                             interactive=False, elem_id="interpolate-files")
 
     @runtime.gpu(duration=gpu_seconds)
-    def on_interpolate(model_id, seeds, truncation, face_files, interpolation, frames, fps, loop, camera, use_photo,
-                       current_face, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+    def on_interpolate(model_id, seeds, truncation, face_files=None, interpolation=None, frames=None, fps=None, loop=None,
+                       camera=None, use_photo=None, current_face=None, request: gr.Request = None,
+                       progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+        # face_files=None: optional uploads in the API (see video.build); the later defaults are never used.
         return interpolate(ctx.models, model_id, seeds, truncation, face_files, interpolation, frames, fps, loop, camera,
                            use_photo, current_face, out_dir=ctx.sessions.run_dir(request, "interpolate"),
                            progress=runtime.progress_fn(progress))

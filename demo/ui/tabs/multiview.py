@@ -72,8 +72,9 @@ def build(ctx: runtime.UIContext) -> None:
                             file_count="multiple", interactive=False, elem_id="multiview-files")
 
     @runtime.gpu(duration=GPU_SECONDS)
-    def on_multiview(model_id, source, seed, truncation, face_file, yaws, pitches, current_face, request: gr.Request,
-                     progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+    def on_multiview(model_id, source, seed, truncation, face_file=None, yaws=None, pitches=None, current_face=None,
+                     request: gr.Request = None, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+        # face_file=None: an optional upload in the API (see video.build); the later defaults are never used.
         return multiview(ctx.models, model_id, source, seed, truncation, face_file, yaws, pitches, current_face,
                          out_dir=ctx.sessions.run_dir(request, "multiview"), progress=runtime.progress_fn(progress))
 

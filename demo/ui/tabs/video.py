@@ -98,9 +98,12 @@ def build(ctx: runtime.UIContext) -> None:
             files = gr.File(label="Downloads: mp4, cameras .npy, frames .zip", file_count="multiple",
                             interactive=False, elem_id="rotate-files")
 
+    # face_file=None makes the upload optional in the API (Gradio reads the handler's default); the parameters after
+    # it need defaults too, which are never used: clients send the widgets' values for anything left out.
     @runtime.gpu(duration=gpu_seconds)
-    def on_rotate(model_id, source, seed, truncation, face_file, trajectory, frames, fps, mode, yaw_range_deg, pitch_deg,
-                  save_frames, current_face, request: gr.Request, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+    def on_rotate(model_id, source, seed, truncation, face_file=None, trajectory=None, frames=None, fps=None, mode=None,
+                  yaw_range_deg=None, pitch_deg=None, save_frames=None, current_face=None, request: gr.Request = None,
+                  progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
         return rotate(ctx.models, model_id, source, seed, truncation, face_file, trajectory, frames, fps, mode, yaw_range_deg,
                       pitch_deg, save_frames, current_face, out_dir=ctx.sessions.run_dir(request, "rotate"),
                       progress=runtime.progress_fn(progress))
