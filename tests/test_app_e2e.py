@@ -133,7 +133,13 @@ def test_random_seed(client):
 def test_generate(client, tiny_models):
     image, depth, mesh_path, files = client.predict(seed=11, **GENERATE, api_name="/generate")
     size = tiny_models.get(TINY_ID).config.image_resolution
-    assert media.load_png(image).shape == (size, size, 3)
+    true_image = media.load_png(_by_suffix(files, "/seed0011.png"))
+    assert true_image.shape == (size, size, 3)  # the files hold the render at its true size
+    # The image output is for display: enlarged by a whole factor (named for it), nearest neighbour.
+    shown = media.load_png(image)
+    factor = shown.shape[0] // size
+    assert Path(image).name == f"seed0011_x{factor}.png" and factor * size >= runtime.DISPLAY_MIN_SIDE
+    np.testing.assert_array_equal(shown, true_image.repeat(factor, axis=0).repeat(factor, axis=1))
     assert media.load_png(depth).ndim == 3
     (mesh,) = trimesh.load(mesh_path, process=False).geometry.values()  # a .glb scene of one mesh, COLOR_0 kept
     colors = np.asarray(mesh.visual.vertex_attributes["color"])[:, :3]  # glTF COLOR_0: linear floats
@@ -165,7 +171,9 @@ def test_interpolate_from_uploaded_latents(client, tiny_models, tmp_path):
         interpolation="linear", frames=10, fps=20, loop=False, camera="orbit", api_name="/interpolate")
     info = media.read_video_info(video)
     assert info.num_frames == 10
-    assert media.load_png(strip).shape[1] == 8 * info.width
+    assert media.load_png(_by_suffix(files, "_strip.png")).shape[1] == 8 * info.width  # true size in the files
+    shown = media.load_png(strip)  # enlarged by a whole factor for the page
+    assert shown.shape[0] >= runtime.DISPLAY_MIN_SIDE and shown.shape[1] == 8 * info.width * shown.shape[0] // info.height
     path = media.load_npy(_by_suffix(files, "_ws.npy"))
     np.testing.assert_array_equal(path[0], np.load(tmp_path / "seed0004_ws.npy")[0])
     np.testing.assert_array_equal(path[-1], np.load(tmp_path / "seed0009_ws.npy")[0])
@@ -193,7 +201,8 @@ def test_a_photo_face_chains_through_rotate_and_interpolate(client, tiny_models,
     with zipfile.ZipFile(_by_suffix(rotate_files, ".zip")) as archive:
         archive.extract("frame0000.png", tmp_path / "frames")
     lossless = media.load_png(tmp_path / "frames" / "frame0000.png").astype(int)
-    rendered = media.load_png(image).astype(int)
+    rendered = media.load_png(_by_suffix(files, "/astronaut_3d.png")).astype(int)  # true size; `image` is enlarged
+    assert media.load_png(image).shape == (256, 256, 3) and Path(image).name == "astronaut_3d_x8.png"
     assert np.abs(lossless - rendered).max() <= 1
     decoded = media.read_video_frames(video)[0].astype(int)
     codec_error = np.abs(decoded - lossless)
@@ -219,7 +228,7 @@ def test_a_photo_face_chains_through_rotate_and_interpolate(client, tiny_models,
         layers="coarse", alpha0=2.0, alpha1=0, alpha2=0, alpha3=0, alpha4=0, api_name="/edit")
     edited = load_face(edited_file, model)
     assert edited.has_delta == face.has_delta and np.array_equal(edited.camera, face.camera)
-    assert not np.array_equal(edited.ws, face.ws) and media.load_png(edited_image).shape == (32, 32, 3)
+    assert not np.array_equal(edited.ws, face.ws) and media.load_png(edited_image).shape == (256, 256, 3)  # shown 8x
 
 
 def _rss_bytes() -> int:
@@ -312,7 +321,7 @@ def test_bad_input_gives_readable_errors_and_the_app_keeps_serving(client, tmp_p
         with pytest.raises(Exception) as raised:
             call()
         assert type(raised.value).__name__ == "AppError" and expected in str(raised.value), str(raised.value)
-    assert client.predict(seed=2, **GENERATE, api_name="/generate")[0].endswith("seed0002.png")
+    assert client.predict(seed=2, **GENERATE, api_name="/generate")[0].endswith("seed0002_x8.png")
 
 
 # --- many clients, sessions ---------------------------------------------------------------------
@@ -337,7 +346,7 @@ def test_eight_concurrent_clients_get_their_own_results_and_their_folders_go(app
                 connected.close()
     model = tiny_models.get(TINY_ID)
     for seed, (image, _, _, files) in zip(seeds, results, strict=True):
-        assert Path(image).name == f"seed{seed:04d}.png"
+        assert Path(image).name == f"seed{seed:04d}_x8.png"
         ws = media.load_npy(_by_suffix(files, "_ws.npy"))
         np.testing.assert_allclose(ws, ws_from_seeds(model, [seed], truncation_psi=0.7), atol=1e-6)
     assert wait_until(lambda: not any(folder.exists() for folder in folders)), [f for f in folders if f.exists()]

@@ -99,8 +99,17 @@ def test_random_seed_is_a_valid_seed():
 def test_generate_returns_image_depth_mesh_and_downloads(generated, tiny_model):
     out, (image, depth, mesh_path, files) = generated
     size = tiny_model.config.image_resolution
-    assert media.load_png(image).shape == (size, size, 3)
-    assert media.load_png(depth).shape[2] == 3
+    true_image = media.load_png(out / "seed0003.png")
+    assert true_image.shape == (size, size, 3)  # the file as rendered, in the downloads
+    # The page shows small images enlarged by a whole factor, nearest neighbour: each pixel an exact block.
+    shown = media.load_png(image)
+    factor = shown.shape[0] // size
+    assert shown.shape == (size * factor, size * factor, 3) and size * factor >= runtime.DISPLAY_MIN_SIDE
+    np.testing.assert_array_equal(shown, true_image.repeat(factor, axis=0).repeat(factor, axis=1))
+    assert Path(image).name == f"seed0003_x{factor}.png" and image not in files
+    shown_depth, true_depth = media.load_png(depth), media.load_png(out / "seed0003_depth_color.png")
+    assert shown_depth.shape[2] == 3 and min(shown_depth.shape[:2]) >= runtime.DISPLAY_MIN_SIDE
+    assert shown_depth.shape[0] % true_depth.shape[0] == 0 and depth not in files
     (mesh,) = trimesh.load(mesh_path, process=False).geometry.values()  # a .glb scene of one mesh, COLOR_0 kept
     colors = np.asarray(mesh.visual.vertex_attributes["color"])  # glTF COLOR_0: linear floats
     assert len(mesh.faces) > 0 and colors.shape == (len(mesh.vertices), 3) and colors.std() > 0
@@ -138,7 +147,10 @@ def test_interpolate_from_seeds_and_from_files(tiny_models, generated, tmp_path)
     path, strip, files = _interpolate(tiny_models, tmp_path / "seeds", seeds="1-3", frames=9, interpolation="linear")
     info = media.read_video_info(path)
     assert info.num_frames == 9
-    assert media.load_png(strip).shape[1] == interpolate.STRIP_FRAMES * info.width
+    true_strip = media.load_png(next(f for f in files if f.endswith("_strip.png")))
+    assert true_strip.shape[:2] == (info.height, interpolate.STRIP_FRAMES * info.width)
+    shown = media.load_png(strip)  # enlarged by a whole factor for the page
+    assert shown.shape[0] >= runtime.DISPLAY_MIN_SIDE and shown.shape[0] * true_strip.shape[1] == shown.shape[1] * true_strip.shape[0]
     ws_path = media.load_npy(next(f for f in files if f.endswith("_ws.npy")))
     assert ws_path.shape[0] == 9
 
@@ -242,6 +254,18 @@ def test_out_of_memory_suggests_smaller_settings(tiny_models, tmp_path, monkeypa
     with pytest.raises(gr.Error) as raised:
         _generate(tiny_models, tmp_path)
     assert "ran out of memory" in raised.value.message and "lower mesh resolution" in raised.value.message
+
+
+def test_display_copies_enlarge_small_images_only(tmp_path):
+    rng = np.random.default_rng(0)
+    large = media.save_png(tmp_path / "face.png", rng.integers(0, 256, (512, 512, 3), dtype=np.uint8))
+    assert runtime.display_copy(large, tmp_path) == str(large)  # already fills a box: shown as it is
+    depth = media.save_png(tmp_path / "face_depth_color.png", rng.integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    shown = runtime.display_copy(depth, tmp_path)
+    assert Path(shown) == tmp_path / "display" / "face_depth_color_x2.png"
+    np.testing.assert_array_equal(media.load_png(shown), media.load_png(depth).repeat(2, axis=0).repeat(2, axis=1))
+    strip = media.save_png(tmp_path / "strip.png", rng.integers(0, 256, (32, 1024, 3), dtype=np.uint8))
+    assert media.load_png(runtime.display_copy(strip, tmp_path)).shape == (128, 4096, 3)  # the long side is capped
 
 
 # --- runtime pieces -----------------------------------------------------------------------------
@@ -363,21 +387,23 @@ def test_photo_face_flows_through_every_tab(tiny_models, tmp_path):
     image, depth, mesh, files, face_file, current = photo.reconstruct(
         tiny_models, TINY_ID, str(upload), "fast", aligned, out_dir=tmp_path / "out", steps=2)
     assert current == face_file and face_file.endswith("astronaut_3d.face.safetensors")
-    assert media.load_png(image).shape == (32, 32, 3) and Path(depth).is_file() and Path(mesh).suffix == ".glb"
+    true_image = media.load_png(tmp_path / "out" / "astronaut_3d.png")
+    assert true_image.shape == (32, 32, 3) and media.load_png(image).shape == (256, 256, 3)  # shown 8x larger
+    assert Path(depth).is_file() and Path(mesh).suffix == ".glb"
     names = {Path(name).name for name in files}
     assert {"astronaut_3d_ws.npy", "astronaut_3d_aligned.png", "astronaut_3d.face.safetensors"} <= names
     face = load_face(face_file, tiny_models.get(TINY_ID))
     assert face.has_delta and face.source["kind"] == "photo" and face.source["settings"]["w_steps"] == 2
 
     # Rotate: the yaw sweep starts at the photo's own view, so frame 0 is the reconstruction image.
-    video_path, rotate_files = _rotate(tiny_models, tmp_path / "rot", source="my photo", current_face=current,
-                                       trajectory="yaw", frames=6, save_frames=True)
+    _, rotate_files = _rotate(tiny_models, tmp_path / "rot", source="my photo", current_face=current,
+                              trajectory="yaw", frames=6, save_frames=True)
     archive = next(Path(f) for f in rotate_files if f.endswith(".zip"))
     with zipfile.ZipFile(archive) as zipped:
-        first = sorted(name for name in zipped.namelist() if name.endswith(".png"))[0]
+        first = min(name for name in zipped.namelist() if name.endswith(".png"))
         zipped.extract(first, tmp_path / "frames")
     frame0 = media.load_png(tmp_path / "frames" / first).astype(int)
-    assert np.abs(frame0 - media.load_png(image).astype(int)).max() <= 1
+    assert np.abs(frame0 - true_image.astype(int)).max() <= 1
     with pytest.raises(gr.Error, match="no photo face in this session"):
         _rotate(tiny_models, tmp_path / "none", source="my photo", current_face=None)
 
@@ -389,7 +415,7 @@ def test_photo_face_flows_through_every_tab(tiny_models, tmp_path):
     assert len(views["views"]) == 6 and len(views["views"][0]["camera"]) == 25
 
     # Interpolate: my photo -> seed 7, exact ws at both ends.
-    path, _, morph_files = _interpolate(tiny_models, tmp_path / "morph", seeds="7", use_photo=True, current_face=current)
+    _, _, morph_files = _interpolate(tiny_models, tmp_path / "morph", seeds="7", use_photo=True, current_face=current)
     ws_path = media.load_npy(next(f for f in morph_files if f.endswith("_ws.npy")))
     np.testing.assert_array_equal(ws_path[0], face.ws[0])
     np.testing.assert_array_equal(ws_path[-1], ws_from_seeds(tiny_models.get(TINY_ID), [7], truncation_psi=0.7)[0])

@@ -40,11 +40,12 @@ import gradio as gr
 import numpy as np
 import torch
 
+from demo import media
 from demo.devices import pick_device
 from demo.errors import CheckpointError, DemoError, InputError
 from demo.networks.eg3d import TriplaneGenerator
-from demo.progress import ProgressFn
 from demo.networks.encoder import ImageEncoder
+from demo.progress import ProgressFn
 from demo.tasks.face import Face, face_from_seed, load_face, load_faces
 from demo.tasks.sample import parse_seeds
 from demo.tasks.train_encoder import find_encoder, load_encoder
@@ -427,6 +428,28 @@ def mesh_or_warning(result: Any, name: str) -> str | None:
         gr.Warning(NO_SURFACE)
         return None
     return str(Path(result.outdir) / f"{name}.glb")
+
+
+# --- images on the page ---------------------------------------------------------------------------
+
+DISPLAY_MIN_SIDE = 256
+"""Images shorter than this are shown enlarged (the tiny model renders 32 px; depth previews are at the neural
+rendering resolution, 128 px for the 512 models): boxes of 250-300 px would otherwise blur or stamp them."""
+DISPLAY_MAX_SIDE = 4096
+
+
+def display_copy(path: str | Path, out_dir: Path, *, min_side: int = DISPLAY_MIN_SIDE) -> str:
+    """The image at ``path`` for showing on the page: itself when large enough, else a copy enlarged by a whole
+    factor with nearest neighbour (every pixel an exact k x k block, nothing invented), named ``<stem>_x<k>.png``
+    in ``out_dir/display``. Downloads always list the true-size file; only the image boxes get the copy."""
+    path = Path(path)
+    image = media.load_png(path)
+    height, width = image.shape[:2]
+    factor = min(-(-min_side // min(height, width)), DISPLAY_MAX_SIDE // max(height, width))
+    if factor <= 1:
+        return str(path)
+    enlarged = np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+    return str(media.save_png(out_dir / "display" / f"{path.stem}_x{factor}.png", enlarged))
 
 
 # --- reading widget values ----------------------------------------------------------------------

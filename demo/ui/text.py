@@ -63,7 +63,9 @@ video, strip, files = client.predict(
     face_files=[handle_file(face_file)],  # face or ws files first, then the seeds
     interpolation="slerp", frames=60, fps=30, loop=False, camera="static", api_name="/interpolate")
 ```
-Results are paths of downloaded copies. `client.view_api()` lists every parameter and its range.
+Results are paths of downloaded copies. Image outputs are what the page shows: renders shorter than 256 px are
+enlarged by a whole factor (nearest neighbour, named `..._x8.png`); the files output holds every PNG at its true size.
+`client.view_api()` lists every parameter and its range.
 """
 
 EMBED = """\

@@ -40,7 +40,7 @@ def edit(
     progress: runtime.ProgressFn | None = None,
 ) -> tuple[str, str]:
     """``alphas``: the strength of directions 0, 1, ... (standard deviations of W). Returns the edited face's image
-    (from its own view) and its face file."""
+    (from its own view; enlarged when small, ``runtime.display_copy``) and its face file."""
     model = models.get(model_id)
     face = runtime.face_for(model, source, seed, truncation, face_file, current_face)
     indices = resolve_layers(model, runtime.read_choice(layers, "Layers", LAYER_GROUPS))
@@ -48,7 +48,7 @@ def edit(
     strengths = {k: runtime.read_number(alpha, f"Direction {k}", -MAX_ALPHA, MAX_ALPHA) for k, alpha in enumerate(alphas)}
     edited = edit_face(face, directions, strengths, layers=indices, name=f"{face.name}_edited")
     render_face(model, edited, out_dir, shapes=False, model_name=model_id, progress=progress)
-    return str(out_dir / f"{edited.name}.png"), str(edited.save(out_dir / edited.name))
+    return runtime.display_copy(out_dir / f"{edited.name}.png", out_dir), str(edited.save(out_dir / edited.name))
 
 
 def build(ctx: runtime.UIContext) -> None:

@@ -45,7 +45,8 @@ def generate(
     out_dir: Path,
     progress: runtime.ProgressFn | None = None,
 ) -> tuple[str, str, str, list[str]]:
-    """Returns paths: image PNG, depth preview PNG, .glb mesh, and every file written (downloads)."""
+    """Returns paths: image PNG and depth preview PNG as shown (small ones enlarged, ``runtime.display_copy``), the
+    .glb mesh, and every file written at its true size (downloads)."""
     model = models.get(model_id)
     seed = runtime.read_int(seed, "Seed", 0, SEED_MAX)
     yaw_deg = runtime.read_number(yaw_deg, "Yaw", -360, 360)
@@ -61,7 +62,8 @@ def generate(
     stem = output_stem(seed)
     face = face_from_seed(model, seed, truncation_psi=truncation).save(out_dir / stem)  # for Rotate/Interpolate/Multi-view
     files = [str(path) for path in result.files[stem]] + [str(result.manifest), str(face)]
-    return str(out_dir / f"{stem}.png"), str(out_dir / f"{stem}_depth_color.png"), runtime.mesh_or_warning(result, stem), files
+    return (runtime.display_copy(out_dir / f"{stem}.png", out_dir),
+            runtime.display_copy(out_dir / f"{stem}_depth_color.png", out_dir), runtime.mesh_or_warning(result, stem), files)
 
 
 def yaw_limit(models: runtime.ModelProvider, model_id: str) -> float:

@@ -45,7 +45,8 @@ def interpolate(
     out_dir: Path,
     progress: runtime.ProgressFn | None = None,
 ) -> tuple[str, str, list[str]]:
-    """Returns the mp4, the strip PNG, and the downloads (mp4, strip, the ws path .npy, cameras .npy).
+    """Returns the mp4, the strip PNG as shown (enlarged when small, ``runtime.display_copy``), and the downloads (mp4,
+    strip at its true size, the ws path .npy, cameras .npy).
 
     The morph visits, in order: the session's photo face (``use_photo``), the uploaded face or ws
     files, then the seeds; photo faces bring their tuned weights, blended along the way.
@@ -63,7 +64,7 @@ def interpolate(
     video = result.video
     strip = media.save_png(out_dir / f"{stem}_strip.png", frame_strip(media.read_video_frames(video.path), STRIP_FRAMES))
     latents = media.save_npy(out_dir / f"{stem}_ws.npy", result.ws)
-    return str(video.path), str(strip), [str(p) for p in (video.path, strip, latents, *video.extra_files)]
+    return str(video.path), runtime.display_copy(strip, out_dir), [str(p) for p in (video.path, strip, latents, *video.extra_files)]
 
 
 def build(ctx: runtime.UIContext) -> None:

@@ -47,7 +47,8 @@ def multiview(
     out_dir: Path,
     progress: runtime.ProgressFn | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Returns the view PNGs (for a gallery) and the downloads (.zip of the set, the views JSON, the face JSON)."""
+    """Returns the view PNGs for a gallery (small ones enlarged, ``runtime.display_copy``) and the downloads (.zip of
+    the set at its true size, the views JSON, the face JSON)."""
     model = models.get(model_id)
     face = runtime.face_for(model, source, seed, truncation, face_file, current_face)
     views = view_list(_angles(yaws, "Yaws"), _angles(pitches, "Pitches"))
@@ -56,7 +57,7 @@ def multiview(
     folder = out_dir / face.name
     result = multiview_face(model, face, views, folder, full_turn=model.config.is_full_head, progress=progress)
     archive = runtime.zip_folder(folder)
-    return [str(path) for path in result.images], [str(archive), str(result.views_json), str(folder / f"{face.name}.face.json")]
+    return [runtime.display_copy(path, out_dir) for path in result.images], [str(archive), str(result.views_json), str(folder / f"{face.name}.face.json")]
 
 
 def build(ctx: runtime.UIContext) -> None:

@@ -54,8 +54,9 @@ def reconstruct(
     steps: int | None = None,
     progress: runtime.ProgressFn | None = None,
 ) -> tuple[str, str, str, list[str], str, str]:
-    """Returns paths: the reconstruction seen from the photo's camera, its depth preview, the .glb, the downloads,
-    and the face file (twice: the download and the session's current face).
+    """Returns paths: the reconstruction seen from the photo's camera and its depth preview as shown (small ones
+    enlarged, ``runtime.display_copy``), the .glb, the downloads (true size), and the face file (twice: the download
+    and the session's current face).
 
     ``aligned`` is the guard step's (photo, ``AlignedFace``): used when it is this photo's, so the photo is
     aligned once; API callers that skip the guard get it aligned here.
@@ -82,7 +83,8 @@ def reconstruct(
     mesh = out_dir / f"{name}.glb"
     if not mesh.is_file():
         gr.Warning(runtime.NO_SURFACE)
-    return (str(out_dir / f"{name}.png"), str(out_dir / f"{name}_depth_color.png"), str(mesh) if mesh.is_file() else None,
+    return (runtime.display_copy(out_dir / f"{name}.png", out_dir),
+            runtime.display_copy(out_dir / f"{name}_depth_color.png", out_dir), str(mesh) if mesh.is_file() else None,
             [str(path) for path in files], face_file, face_file)
 
 
