@@ -61,7 +61,7 @@ class PanoHeadGenerator(TriplaneGenerator):
     def planes(self, ws: torch.Tensor, *, noise_mode: str = "const", rng: Rng = None, fast: bool = True) -> torch.Tensor:
         """Backbone: ws -> tri-grids (B, 3, 32, D, R, R); ``fast`` as in ``TriplaneGenerator.planes``."""
         self._check_ws(ws)
-        raw = self.backbone.synthesis(ws.to(self.device), noise_mode=noise_mode, rng=rng, fast=fast)
+        raw = self.backbone.synthesis(ws.to(self.device), noise_mode=noise_mode, rng=rng, fast=fast, dtype=self.compute_dtype)
         depth = self.config.panohead.triplane_depth
         return raw.view(len(raw), 3, PLANE_CHANNELS, depth, raw.shape[-2], raw.shape[-1])
 

@@ -125,13 +125,16 @@ class SynthesisBlock(nn.Module):
         noise_mode: str = "const",
         rng: Rng = None,
         fast: bool = False,
+        dtype: torch.dtype | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Args: x (B, C, r', r') or None for the 4x4 block; img the running output; ws (B, num_conv + 1, w_dim).
 
         ``fast``: the layers' fast path (channels-last outputs, same values up to float32 rounding).
+        ``dtype``: the activations' dtype (see ``demo.precision``); None = the official rule.
         """
-        # The official code runs fp16 blocks in fp16 only on CUDA; elsewhere it forces fp32.
-        dtype = torch.float16 if self.use_fp16 and ws.device.type == "cuda" else torch.float32
+        if dtype is None:
+            # The official code runs fp16 blocks in fp16 only on CUDA; elsewhere it forces fp32.
+            dtype = torch.float16 if self.use_fp16 and ws.device.type == "cuda" else torch.float32
         w_iter = iter(ws.unbind(dim=1))
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
@@ -168,8 +171,10 @@ class SynthesisNetwork(nn.Module):
             setattr(self, f"b{resolution}", block)
         self.num_ws = config.num_ws
 
-    def forward(self, ws: torch.Tensor, *, noise_mode: str = "const", rng: Rng = None, fast: bool = False) -> torch.Tensor:
-        """ws -> image; ``fast`` returns it in channels-last memory format."""
+    def forward(
+        self, ws: torch.Tensor, *, noise_mode: str = "const", rng: Rng = None, fast: bool = False, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """ws -> image (float32); ``fast`` returns it in channels-last memory format; ``dtype`` as in the blocks."""
         ws = ws.to(torch.float32)
         x = img = None
         w_index = 0
@@ -177,7 +182,7 @@ class SynthesisNetwork(nn.Module):
             block = getattr(self, f"b{resolution}")
             block_ws = ws.narrow(1, w_index, block.num_conv + block.num_torgb)
             w_index += block.num_conv
-            x, img = block(x, img, block_ws, noise_mode=noise_mode, rng=rng, fast=fast)
+            x, img = block(x, img, block_ws, noise_mode=noise_mode, rng=rng, fast=fast, dtype=dtype)
         return img
 
 

@@ -50,10 +50,12 @@ class SuperResolution(nn.Module):
         noise_mode: str | None = None,
         rng: Rng = None,
         fast: bool = False,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
         """Args: rgb (B, 3, r, r), features (B, C, r, r), ws (B, num_ws, w_dim); noise_mode defaults to the config's.
 
         ``fast``: the layers' fast path (see ``demo.networks.layers.modulated_conv2d_fast``).
+        ``dtype``: the blocks' activation dtype (``demo.precision``); None = the official rule.
         """
         noise_mode = self.config.noise_mode if noise_mode is None else noise_mode
         size = self.config.input_resolution
@@ -63,6 +65,7 @@ class SuperResolution(nn.Module):
             features = F.interpolate(features, **resize)
             rgb = F.interpolate(rgb, **resize)
         block_ws = ws[:, -1:, :].repeat(1, 3, 1)
-        x, img = self.block0(features, rgb, block_ws, noise_mode=noise_mode, rng=rng, fast=fast)
-        _, img = self.block1(x, img, block_ws, noise_mode=noise_mode, rng=rng, fast=fast)
+        blocks = dict(noise_mode=noise_mode, rng=rng, fast=fast, dtype=dtype)
+        x, img = self.block0(features, rgb, block_ws, **blocks)
+        _, img = self.block1(x, img, block_ws, **blocks)
         return img.contiguous()

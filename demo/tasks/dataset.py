@@ -548,6 +548,7 @@ def _settings(model, model_id: str | None, options: dict[str, Any], size: int, d
         "truncation_cutoff": options["truncation_cutoff"],
         "conditioning": "frontal camera at the training radius, pivot and focal",
         "noise_mode": "const",
+        "precision": model.precision,
         "image_size": size,
         "depth_size": model.neural_rendering_resolution,
         "with": list(options["with_"]),
@@ -570,6 +571,7 @@ _MODEL_NOT_COMPARED = ("id",)
 
 def _comparable(settings: dict[str, Any]) -> dict[str, Any]:
     out = {key: value for key, value in settings.items() if key not in _NOT_COMPARED}
+    out.setdefault("precision", "fp32")  # datasets written before the option existed are fp32
     out["model"] = {key: value for key, value in dict(settings.get("model") or {}).items() if key not in _MODEL_NOT_COMPARED}
     return out
 

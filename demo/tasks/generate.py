@@ -207,6 +207,7 @@ def _write_manifest(path: Path, model, model_name: str, result: SampleResult, fi
         "tool": f"3D Face Studio {__version__}",
         "model": model_name,
         "random_weights": model_name in ("tiny", "tiny-panohead"),
+        "precision": model.precision,
         "truncation_psi": result.truncation_psi,
         "truncation_cutoff": result.truncation_cutoff,
         **locals_,

@@ -28,6 +28,7 @@ from demo.config import GeneratorConfig
 from demo.errors import CheckpointError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.networks.panohead import build_generator
+from demo.precision import resolve_precision
 from demo.progress import ProgressFn, report
 from demo.weights import convert, nvlabs_pickle
 
@@ -217,6 +218,7 @@ def load_generator(
     device: torch.device | str = "cpu",
     download: bool = True,
     progress: ProgressFn | None = None,
+    precision: str = "fp32",
 ) -> TriplaneGenerator:
     """Load a generator for inference (eval mode, no grads) on ``device``.
 
@@ -231,7 +233,14 @@ def load_generator(
             - a ``GeneratorConfig``: a randomly initialised model of that architecture.
         device: e.g. ``'cpu'`` or ``'cuda'``.
         download: allow network access for registry ids.
+        precision: 'fp32' (official numerics), 'bf16', 'fp16' or 'auto' (the fastest native one on
+            ``device``); see :mod:`demo.precision`. Checked before anything is read.
     """
+    precision = resolve_precision(precision, device)
+    return _load(source, device=device, download=download, progress=progress).set_precision(precision)
+
+
+def _load(source, *, device, download: bool, progress: ProgressFn | None) -> TriplaneGenerator:
     if isinstance(source, GeneratorConfig):
         return build_generator(source).eval().requires_grad_(False).to(device)
     if str(source) in TINY_IDS:
