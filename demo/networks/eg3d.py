@@ -277,6 +277,7 @@ class TriplaneGenerator(nn.Module):
         return_extras: bool = False,
         per_sample_clamp: bool = False,
         fast: bool = True,
+        superresolution: bool = True,
         **kwargs: Any,
     ) -> dict[str, torch.Tensor]:
         """Render ws from the camera ``c``.
@@ -298,6 +299,8 @@ class TriplaneGenerator(nn.Module):
                 random draws and the same result up to float32 rounding. False runs the plain path,
                 which keeps the official code's order of operations (the reference for tests and
                 benchmarks).
+            superresolution: False skips the super-resolution: no ``image`` in the result (the raw
+                render alone, e.g. for optimising against a downsampled target).
         Returns:
             ``image`` (B, 3, H, W) roughly in [-1, 1] (not clamped), ``image_raw`` (B, 3, r, r) and
             ``image_depth`` (B, 1, r, r), the expected distance along each ray.
@@ -322,8 +325,9 @@ class TriplaneGenerator(nn.Module):
         feature_image, rgb_image, family_outputs = self._images_from_features(
             feature_image, alpha_image, ws, noise_mode=noise_mode, rng=rng
         )
-        image = self.superresolution(rgb_image, feature_image, ws, rng=rng, fast=fast, dtype=self.compute_dtype)
-        out = {"image": image, "image_raw": rgb_image, "image_depth": depth_image, **family_outputs}
+        out = {"image_raw": rgb_image, "image_depth": depth_image, **family_outputs}
+        if superresolution:
+            out["image"] = self.superresolution(rgb_image, feature_image, ws, rng=rng, fast=fast, dtype=self.compute_dtype)
         if return_extras:
             out["feature_image"] = feature_image
             out["image_alpha"] = alpha_image
