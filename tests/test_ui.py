@@ -88,6 +88,36 @@ def test_build_demo_builds_around_the_tiny_model(tiny_models, tmp_path):
     assert demo._queue.max_size == 32
 
 
+def _startup_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("3D Face Studio:")]
+
+
+def test_building_the_app_prints_one_line_naming_the_model(tiny_models, tmp_path, capsys):
+    build_demo(tiny_models, session_root=tmp_path / "sessions")
+    (line,) = _startup_lines(capsys.readouterr().out)
+    assert line == f"3D Face Studio: model {TINY_ID} ({PREVIEW_LABEL}), on cpu."
+
+
+def test_python_app_py_prints_the_model_and_its_fallback(tmp_path):
+    """`python app.py` (here: importing it, which builds the app) with an empty checkpoints folder: one console line
+    naming the default model, where it would come from, the tiny fallback and how to provide the file."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, registry.CHECKPOINTS_DIR_ENV: str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
+    for key in ("SPACE_ID", "SPACES_ZERO_GPU"):  # locally nothing is loaded (or downloaded) at start-up
+        env.pop(key, None)
+    child = subprocess.run([sys.executable, "-c", "import app"], cwd=Path(__file__).resolve().parents[1], env=env,
+                           capture_output=True, text=True, timeout=180, check=False)
+    assert child.returncode == 0, child.stderr
+    (line,) = _startup_lines(child.stdout)
+    default = runtime.DEFAULT_MODEL_ID
+    for needle in (f"model {default}", "not on this machine yet", "tiny random model", "results are noise",
+                   str(tmp_path / "original" / registry.get_entry(default).file_name), "HF_ENDPOINT"):
+        assert needle in line, (needle, line)
+
+
 def test_random_seed_is_a_valid_seed():
     seeds = {generate.random_seed() for _ in range(20)}
     assert len(seeds) > 1 and all(0 <= seed < 2**32 for seed in seeds)
@@ -324,6 +354,30 @@ def test_missing_checkpoint_falls_back_to_the_preview_and_says_how_to_provide_it
     for needle in ("eg3d-ffhq512-128 is not available", "ffhq512-128.pkl", str(empty_checkpoints / "original"),
                    registry.CHECKPOINTS_DIR_ENV, registry.HF_TOKEN_ENV, PREVIEW_LABEL):
         assert needle in models.notice, needle
+    line = models.startup_line()  # the console says the same, on one line
+    assert "\n" not in line and line.startswith("3D Face Studio: model 'eg3d-ffhq512-128' not available (no file at ")
+    for needle in (str(empty_checkpoints / "original" / "ffhq512-128.pkl"), "downloads are switched off",
+                   "using the tiny random model; results are noise", "HF_ENDPOINT", registry.CHECKPOINTS_DIR_ENV):
+        assert needle in line, needle
+
+
+def test_a_failed_download_at_start_up_is_named_on_the_console_line(empty_checkpoints, monkeypatch):
+    from demo.errors import CheckpointError
+
+    def offline(model_id, **kwargs):
+        if model_id == TINY_ID:
+            return build_tiny_generator()
+        raise CheckpointError("Could not download eg3d-ffhq512-128 (ffhq512-128.pkl). Tried:\n"
+                              "  - https://example.invalid/ffhq512-128.pkl: network error: no route (offline?)\n"
+                              "  - https://mirror.invalid/ffhq512-128.pkl: no answer within 30 s\n"
+                              "To provide it by hand: ...")
+
+    monkeypatch.setattr(runtime, "load_generator", offline)
+    models = ModelProvider(["eg3d-ffhq512-128"], default_id="eg3d-ffhq512-128", preload=True, device="cpu")
+    line = models.startup_line()
+    assert models.default_id == TINY_ID and "\n" not in line
+    assert ("the download failed: https://example.invalid/ffhq512-128.pkl: network error: no route (offline?)) — "
+            "using the tiny random model; results are noise.") in line
 
 
 def test_locally_the_default_is_loaded_on_first_use(empty_checkpoints, monkeypatch):
@@ -332,6 +386,7 @@ def test_locally_the_default_is_loaded_on_first_use(empty_checkpoints, monkeypat
     models = ModelProvider(["eg3d-ffhq512-128"], default_id="eg3d-ffhq512-128", download=False, device="cpu")
     assert models.default_id == "eg3d-ffhq512-128" and models._models == {}
     assert "not on this machine yet" in models.notice and "downloads are switched off" in models.notice
+    assert "'eg3d-ffhq512-128' not available" in models.startup_line() and "tiny random model" in models.startup_line()
     # First use: the guard step falls back to the preview model and explains.
     ctx = runtime.UIContext(models, runtime.SessionFolders(empty_checkpoints / "sessions"), None, None)
     with pytest.warns(UserWarning, match="tiny model runs"):  # gr.Warning outside a request
@@ -352,6 +407,8 @@ def test_a_converted_checkpoint_is_preloaded_and_used(empty_checkpoints, monkeyp
     assert models.default_id == "eg3d-ffhq512-128" and models.notice == ""
     assert "eg3d-ffhq512-128" in models._models
     assert models.status("eg3d-ffhq512-128") == "**eg3d-ffhq512-128** is loaded."
+    converted = empty_checkpoints / "eg3d-ffhq512-128"
+    assert models.startup_line() == f"3D Face Studio: model eg3d-ffhq512-128 ({converted}), loaded, on cpu."
 
 
 def test_tiny_panohead_is_offered_and_renders_the_back_of_the_head(tiny_models, tmp_path):

@@ -43,6 +43,7 @@ def build_demo(
         gpu_concurrency: renders that may run at the same time.
     """
     models = models if models is not None else ModelProvider()
+    print(models.startup_line(), flush=True)  # the console's one line on the model (and any fallback, with why)
     sessions = runtime.SessionFolders(session_root)
     with gr.Blocks(title=text.TITLE, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(text.HEADER, elem_id="header")

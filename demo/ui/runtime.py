@@ -130,6 +130,8 @@ class ModelProvider:
         self._locks_guard = threading.Lock()
         self.notice = ""
         """Markdown shown under the model menu when the page opens ("" when all is well)."""
+        self.fallback: tuple[str, CheckpointError] | None = None
+        """(the default asked for, why it failed) when :meth:`preload` fell back to ``'tiny'``."""
         if on_spaces() if preload is None else preload:
             self.preload()
         elif not self.is_local(default_id):
@@ -153,6 +155,7 @@ class ModelProvider:
         except CheckpointError as error:
             logger.warning("default model %s unavailable: %s", self.default_id, error)
             self.notice = self.missing_message(self.default_id, error)
+            self.fallback = (self.default_id, error)
             self.default_id = TINY_ID
             self.get(TINY_ID)
 
@@ -247,6 +250,31 @@ class ModelProvider:
             f"Meanwhile **tiny** in the menu previews the interface ({PREVIEW_LABEL})."
         )
 
+    def startup_line(self) -> str:
+        """One plain line for the console when the app starts: the model the page opens with and where its weights
+        are, or, when they cannot be had, the fallback (the tiny random model), why, and how to provide them."""
+        prefix, device = "3D Face Studio:", f"on {self.device.type}"
+        if self.fallback is not None:
+            wanted, error = self.fallback
+            why = (f"no file at {registry.original_path(wanted)} and downloads are switched off" if not self.download
+                   else f"no file at {registry.original_path(wanted)} and the download failed: {_first_reason(error)}")
+            return f"{prefix} model '{wanted}' not available ({why}) — {_FALLBACK_NOTE} {_provide_line(wanted)}"
+        model_id = self.default_id
+        if model_id in TINY_IDS:
+            return f"{prefix} model {model_id} ({PREVIEW_LABEL}), {device}."
+        if self.is_local(model_id):
+            converted = registry.converted_dir(model_id)
+            where = converted if (converted / WEIGHTS_FILE).is_file() else registry.original_path(model_id)
+            when = "loaded" if model_id in self._models else "loaded on first use"
+            return f"{prefix} model {model_id} ({where}), {when}, {device}."
+        entry = registry.get_entry(model_id)
+        if not self.download:
+            return (f"{prefix} model '{model_id}' not available (no file at {registry.original_path(model_id)} and "
+                    f"downloads are switched off) — when it is used, {_INSTEAD_NOTE} {_provide_line(model_id)}")
+        size = f" {entry.size_bytes / 1e6:.0f} MB" if entry.size_bytes else ""
+        return (f"{prefix} model {model_id}, {device}: not on this machine yet; the first use downloads it{size} from "
+                f"{entry.urls[0]}; without a network, {_INSTEAD_NOTE} {_provide_line(model_id)}")
+
     def missing_message(self, model_id: str, error: Exception) -> str:
         """Markdown: what could not be had, why, how to provide it, and the preview fallback."""
         entry = registry.get_entry(model_id)
@@ -255,6 +283,24 @@ class ModelProvider:
             f"Until then the **tiny** model runs: {PREVIEW_LABEL}.\n\n"
             f"<details><summary>What was tried</summary>\n\n```\n{error}\n```\n</details>"
         )
+
+
+_FALLBACK_NOTE = "using the tiny random model; results are noise."
+_INSTEAD_NOTE = "the tiny random model runs instead; results are noise."
+
+
+def _provide_line(model_id: str) -> str:
+    entry = registry.get_entry(model_id)
+    return (f"Put {entry.file_name} at {registry.original_path(model_id)} (or set {registry.CHECKPOINTS_DIR_ENV} to a "
+            f"folder holding original/{entry.file_name}), or set HF_ENDPOINT to a Hugging Face mirror you can reach.")
+
+
+def _first_reason(error: Exception) -> str:
+    """The first thing a download error says went wrong, on one short line (its "Tried:" list has one per source)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    tried = [line[2:] for line in lines if line.startswith("- ")]
+    reason = tried[0] if tried else lines[0] if lines else type(error).__name__
+    return reason if len(reason) <= 160 else reason[:157] + "..."
 
 
 def _how_to_provide(entry: registry.CheckpointEntry) -> str:
