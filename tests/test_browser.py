@@ -112,6 +112,9 @@ def test_photo_tab_reconstructs_an_uploaded_face_and_rotates_it(app, chromium_br
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(app.url, wait_until="load")
     page.get_by_role("tab", name="Photo → 3D").click()
+    # Before anything runs, the tab says how long each preset takes here (timed on page load for the tiny model).
+    page.wait_for_function("() => document.querySelector('#photo-eta')?.textContent.includes('Time on this CPU')")
+    assert "fast: 100 + 100 steps ≈" in page.locator("#photo-eta").inner_text()
     page.set_input_files("#photo-input input[type=file]", str(photo))
     page.wait_for_selector("#photo-input img")
     page.get_by_label("none").check()

@@ -86,6 +86,8 @@ def test_build_demo_builds_around_the_tiny_model(tiny_models, tmp_path):
     renders = [fn for fn in demo.fns.values() if fn.api_name in ("generate", "rotate", "interpolate", "photo_to_3d", "multiview", "edit")]
     assert {fn.concurrency_id for fn in renders} == {"gpu"}
     assert demo._queue.max_size == 32
+    eta = next(block for block in demo.blocks.values() if getattr(block, "elem_id", None) == "photo-eta")
+    assert "fast: 100 + 100 steps" in eta.value  # each preset's steps, timed once the model is (see below)
 
 
 def _startup_lines(text: str) -> list[str]:
@@ -479,6 +481,41 @@ def test_photo_face_flows_through_every_tab(tiny_models, tmp_path):
     coffee = media.save_png(tmp_path / "upload" / "coffee.png", data.coffee())
     with pytest.raises(gr.Error, match="No face"):
         photo.align(str(coffee))
+
+
+def test_the_photo_tab_says_how_long_each_preset_takes_here(empty_checkpoints):
+    from demo.tasks.invert import InversionSettings
+    from demo.ui.tabs import photo
+
+    presets = {name: InversionSettings.from_preset(name) for name in photo.PRESET_CHOICES}
+
+    def steps(settings):
+        return f"{settings.w_steps} + {settings.pti_steps} steps" if settings.pti_steps else f"{settings.w_steps} steps"
+
+    models = ModelProvider(["eg3d-ffhq512-128"], default_id=TINY_ID, download=False, device="cpu", preload=False)
+    # A model that is not loaded is never loaded (nor timed) for the estimate: the step counts are shown meanwhile.
+    calls = []
+    waiting = photo.preset_eta(models, "eg3d-ffhq512-128", "fast", measure=calls.append)
+    assert calls == [] and "≈" not in waiting and "measured when the model is loaded" in waiting
+    assert all(f"{name}: {steps(settings)}" in waiting for name, settings in presets.items())
+
+    # The tiny model is timed on this device at once: a few real projection and tuning steps.
+    measured = photo.preset_eta(models, TINY_ID, "balanced", measure=models.measure_step_times)
+    times = models.step_times(TINY_ID)
+    assert times.device == "CPU" and times.projection_s > 0 and times.tuning_s > 0
+    assert f"Time on this CPU for {TINY_ID}" in measured
+    assert f"**balanced: {steps(presets['balanced'])} ≈ " in measured  # the chosen preset stands out
+
+    # The estimate is the step counts times the measured time per step: twice as slow a device, twice the time.
+    for projection_s, tuning_s, device in [(0.5, 1.0, "CPU"), (1.0, 2.0, "GPU (Example)")]:
+        models._step_times[TINY_ID] = runtime.StepTimes(projection_s, tuning_s, device)
+        text = photo.preset_eta(models, TINY_ID, "fast")
+        assert f"Time on this {device}" in text
+        for name, settings in presets.items():
+            seconds = settings.w_steps * projection_s + settings.pti_steps * tuning_s
+            assert f"{name}: {steps(settings)} ≈ {photo._duration(seconds)}" in text, (name, text)
+    assert "fast: 100 + 100 steps ≈ 5.0 min" in text  # 100 x 1 s + 100 x 2 s
+    assert photo.preset_eta(models, TINY_ID, "fast", measure=calls.append) == text and calls == []  # measured once
 
 
 def test_old_session_folders_are_swept(tmp_path):

@@ -60,8 +60,8 @@ def build_demo(
                     tab.build(ctx)
         menu.input(models.status, menu, status, api_visibility="private", queue=False)
         demo.load(sessions.open, api_visibility="private", queue=False)
-        for fn, inputs, outputs in ctx.on_page_load:
-            demo.load(fn, inputs, outputs, api_visibility="private", queue=False)
+        for fn, inputs, outputs, *options in ctx.on_page_load:
+            demo.load(fn, inputs, outputs, **{"api_visibility": "private", "queue": False, **(options[0] if options else {})})
         demo.unload(sessions.close)
     demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=gpu_concurrency)
     runtime.clean_up_on_terminate(demo, sessions)

@@ -6,7 +6,10 @@ Nothing here knows about EG3D's maths; it decides *where* and *when* library cal
   package, or a laptop), so ``python app.py`` runs anywhere. Only handlers that render go under it.
 - :class:`ModelProvider` lists the registry's checkpoints plus the tiny random model, loads and
   caches them outside GPU handlers (on a Space the default one at build time, as ZeroGPU expects;
-  locally on first use), and says plainly what is missing when a checkpoint cannot be had.
+  locally on first use), and says plainly what is missing when a checkpoint cannot be had (on the page, and in
+  one console line at start-up). It also times inversion steps once per model on this device
+  (:func:`time_inversion_steps`), from which the Photo tab estimates each preset's duration.
+- :func:`display_copy` enlarges small results for the page (nearest neighbour); downloads keep the true size.
 - :class:`SessionFolders` gives each browser session its own output folder, created on
   ``demo.load`` and removed on ``demo.unload``.
 - :func:`user_errors` turns library errors into ``gr.Error`` messages; :func:`progress_fn` adapts a
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import itertools
 import logging
 import os
 import re
@@ -47,7 +51,8 @@ from demo.networks.eg3d import TriplaneGenerator
 from demo.networks.encoder import ImageEncoder
 from demo.progress import ProgressFn
 from demo.tasks.face import Face, face_from_seed, load_face, load_faces
-from demo.tasks.sample import parse_seeds
+from demo.tasks.invert import InversionSettings, Objective, project, tune
+from demo.tasks.sample import parse_seeds, view_camera, ws_from_seeds
 from demo.tasks.train_encoder import find_encoder, load_encoder
 from demo.weights import registry
 from demo.weights.store import TINY_ID, TINY_IDS, TINY_PANOHEAD_ID, WEIGHTS_FILE, load_generator
@@ -126,6 +131,7 @@ class ModelProvider:
         self._models: dict[str, TriplaneGenerator] = {}
         self._encoders: dict[str, ImageEncoder | None] = {}
         self._failures: dict[str, tuple[float, CheckpointError]] = {}
+        self._step_times: dict[str, StepTimes] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.notice = ""
@@ -223,6 +229,26 @@ class ModelProvider:
         except CheckpointError:
             return False
 
+    def is_loaded(self, model_id: str) -> bool:
+        return model_id in self._models
+
+    def step_times(self, model_id: str) -> StepTimes | None:
+        """The inversion step times measured for ``model_id`` on this device, or None before :meth:`measure_step_times`."""
+        return self._step_times.get(model_id)
+
+    def measure_step_times(self, model_id: str) -> StepTimes:
+        """Time one projection and one tuning step of ``model_id`` on this device (once; later calls return it).
+
+        Loads the model if needed. Runs a few steps (:func:`time_inversion_steps`): on a GPU about a second for the 512
+        models, on a CPU about a minute for them (one step of each stage) and a second for tiny.
+        """
+        if model_id not in self._step_times:
+            model = self.get(model_id)
+            with self._lock_for(model_id):
+                if model_id not in self._step_times:
+                    self._step_times[model_id] = time_inversion_steps(model)
+        return self._step_times[model_id]
+
     def _lock_for(self, model_id: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(model_id, threading.Lock())
@@ -283,6 +309,56 @@ class ModelProvider:
             f"Until then the **tiny** model runs: {PREVIEW_LABEL}.\n\n"
             f"<details><summary>What was tried</summary>\n\n```\n{error}\n```\n</details>"
         )
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """Seconds one inversion step takes for one model on one device (measured, see :func:`time_inversion_steps`)."""
+
+    projection_s: float
+    tuning_s: float
+    device: str
+    """Where they were measured, in words: 'CPU' or 'GPU (NVIDIA H100 80GB HBM3)'."""
+
+    def inversion_s(self, settings: InversionSettings) -> float:
+        """Seconds of the step loops of ``settings`` (tuning counted in full: it may stop sooner on a plateau)."""
+        return settings.w_steps * self.projection_s + settings.pti_steps * self.tuning_s
+
+
+MEASURE_STEPS = 3
+MEASURE_BUDGET_S = 10.0
+"""No further step of a stage is started once its measurement has taken this long (a 512 model on a CPU: one step)."""
+
+
+def time_inversion_steps(model: TriplaneGenerator) -> StepTimes:
+    """Seconds per projection step and per tuning step of ``model`` on its device, on a random target.
+
+    Up to :data:`MEASURE_STEPS` steps of each stage; a step's time is read between the stage's progress reports and
+    the shortest gap is kept (the first step carries one-time costs, and a busy machine adds spikes). When one step
+    already exceeds :data:`MEASURE_BUDGET_S`, that step alone is timed, from the start of its stage.
+    """
+    settings = InversionSettings.from_preset("fast", w_steps=MEASURE_STEPS, pti_steps=MEASURE_STEPS)
+    rng = torch.Generator(device=model.device).manual_seed(0)
+    size = model.img_resolution
+    target = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(model.device) * 2 - 1
+    objective = Objective(target, None, None, settings.perceptual_weight)
+    label = view_camera(model).to_label().to(model.device)
+    ws = torch.from_numpy(ws_from_seeds(model, [0])).to(model.device)
+    seconds = {}
+    for stage in ("projection", "tuning"):
+        stamps: list[float] = []
+        started = time.perf_counter()
+        kwargs = {"rng": rng, "deadline": started + MEASURE_BUDGET_S,
+                  "progress": lambda fraction, message, stamps=stamps: stamps.append(time.perf_counter())}
+        if stage == "projection":
+            ws = project(model, objective, label, ws, settings, w_std=1.0, **kwargs).ws
+        else:
+            tune(model, objective, label, ws, settings, **kwargs)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
+        seconds[stage] = min(gaps) if gaps else stamps[0] - started
+    device = model.device
+    where = f"GPU ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type.upper()
+    return StepTimes(projection_s=seconds["projection"], tuning_s=seconds["tuning"], device=where)
 
 
 _FALLBACK_NOTE = "using the tiny random model; results are noise."
@@ -615,7 +691,8 @@ class UIContext:
     gpu_concurrency: int = 1
     """Rendering calls run at once (they share the concurrency id ``'gpu'``)."""
     on_page_load: list = field(default_factory=list)
-    """(fn, inputs, outputs) a tab wants run when a page opens (``build_demo`` registers them on ``demo.load``)."""
+    """(fn, inputs, outputs[, options]) a tab wants run when a page opens: ``build_demo`` registers them on ``demo.load``,
+    private and unqueued unless ``options`` (keyword arguments of ``demo.load``) say otherwise."""
 
     def run_with_model(self, trigger: gr.Button, fn: Callable[..., Any], inputs: list, outputs: list, *, api_name: str):
         """``trigger`` first makes sure the chosen model is loaded (on the CPU, with progress; the preview

@@ -6,6 +6,8 @@ and "Rotate it" here renders it turning around the photo's own view.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
@@ -17,6 +19,7 @@ from demo.tasks.photo import align_photo, reconstruct_photo, save_reconstruction
 from demo.ui import runtime
 from demo.ui.tabs import video
 
+logger = logging.getLogger(__name__)
 TITLE = "Photo → 3D"
 PRESET_CHOICES = tuple(PRESETS)
 """'none' projects into W (from the encoder's answer when one is installed) without tuning the generator."""
@@ -29,6 +32,47 @@ ALIGN_CONCURRENCY = 2
 def gpu_seconds(model_id, photo, preset, *args, **kwargs) -> int:
     """ZeroGPU budget: 'fast' is sized for a 60 s slot; the larger presets need more."""
     return {"none": 20, "fast": 60}.get(str(preset), 150)
+
+
+def preset_eta(
+    models: runtime.ModelProvider,
+    model_id: str,
+    preset: str,
+    *,
+    measure: Callable[[str], runtime.StepTimes] | None = None,
+) -> str:
+    """Markdown under the presets: each preset's step counts and, once they are measured for ``model_id`` on this
+    device, how long its steps take (step counts x the measured time per step).
+
+    ``measure(model_id)`` times the steps when the model is already loaded (or is a tiny one) and not yet timed;
+    models that are not loaded are timed on their first use (the Reconstruct chain), never loaded here.
+    """
+    times = models.step_times(model_id)
+    if times is None and measure is not None and (models.is_loaded(model_id) or model_id in runtime.TINY_IDS):
+        times = measure(model_id)
+    parts = []
+    for name in PRESET_CHOICES:
+        settings = InversionSettings.from_preset(name)
+        steps = f"{settings.w_steps} + {settings.pti_steps} steps" if settings.pti_steps else f"{settings.w_steps} steps"
+        part = f"{name}: {steps}" + (f" ≈ {_duration(times.inversion_s(settings))}" if times is not None else "")
+        parts.append(f"**{part}**" if name == preset else part)
+    listing = " · ".join(parts)
+    if times is None:
+        return (f"Projection + tuning steps: {listing}. How long they take on this device is measured when the model "
+                "is loaded (its first use).")
+    return (f"Time on this {times.device} for {model_id} (measured: {_duration(times.projection_s)} per projection step, "
+            f"{_duration(times.tuning_s)} per tuning step): {listing}. Tuning stops sooner once its loss stops "
+            "improving; alignment, a few renders and the mesh come on top.")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 @runtime.user_errors
@@ -99,6 +143,7 @@ def build(ctx: runtime.UIContext) -> None:
                              height=280, elem_id="photo-input")
             preset = gr.Radio(list(PRESET_CHOICES), value="fast", label="Refinement (PTI)",
                               info="none: projection only, no generator tuning; fast fits a 60 s GPU slot")
+            eta = gr.Markdown(preset_eta(ctx.models, ctx.models.default_id, "fast"), elem_id="photo-eta")
             run = gr.Button("Reconstruct in 3D", variant="primary", elem_id="photo-btn")
             crop = gr.Image(label="Aligned crop", interactive=False, height=200, format="png", elem_id="photo-crop")
             pose = gr.Markdown(label="Pose", elem_id="photo-pose")
@@ -113,6 +158,15 @@ def build(ctx: runtime.UIContext) -> None:
             turning = gr.Video(label="Your face turning", autoplay=True, loop=True, interactive=False, height=300,
                                elem_id="photo-rotate-video")
             files = gr.File(label="Downloads", file_count="multiple", interactive=False)
+
+    measure_on_device = runtime.gpu(duration=30)(ctx.models.measure_step_times)  # on ZeroGPU the GPU is lent per call
+
+    def on_eta(model_id, preset):
+        try:
+            return preset_eta(ctx.models, model_id, preset, measure=measure_on_device)
+        except Exception:  # an estimate must never stop a reconstruction
+            logger.warning("could not time the inversion steps of %s", model_id, exc_info=True)
+            return preset_eta(ctx.models, model_id, preset)
 
     @runtime.gpu(duration=gpu_seconds)
     def on_reconstruct(model_id, photo, preset, aligned, request: gr.Request, progress=gr.Progress()):  # noqa: B008
@@ -131,8 +185,15 @@ def build(ctx: runtime.UIContext) -> None:
                         concurrency_id="align", concurrency_limit=ALIGN_CONCURRENCY)
     load = checked.success(ctx.load_model, ctx.model_menu, [ctx.model_menu, ctx.model_status],
                            api_visibility="private", concurrency_limit=None, show_progress="minimal")
-    load.success(on_reconstruct, [ctx.model_menu, photo, preset, aligned],
+    timed = load.success(on_eta, [ctx.model_menu, preset], eta, api_visibility="private", concurrency_limit=None,
+                         show_progress="minimal")  # the time per preset is on the page before the slow step
+    timed.success(on_reconstruct, [ctx.model_menu, photo, preset, aligned],
                  [image, depth, mesh, files, face_file, ctx.current_face], api_name="photo_to_3d",
                  concurrency_id="gpu", concurrency_limit=ctx.gpu_concurrency)
+    # Cached times answer at once; a first measurement takes a few steps, so these events are queued.
+    eta_options = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "minimal"}
+    preset.change(on_eta, [ctx.model_menu, preset], eta, **eta_options)
+    ctx.model_menu.change(on_eta, [ctx.model_menu, preset], eta, **eta_options)
+    ctx.on_page_load.append((on_eta, [ctx.model_menu, preset], eta, {"queue": True, **eta_options}))
     rotate_it.click(on_rotate_it, [ctx.model_menu, ctx.current_face], turning, api_visibility="private",
                     concurrency_id="gpu", concurrency_limit=ctx.gpu_concurrency)
