@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import device_label, full_size_model, inversion_step, sync, timed  # noqa: E402
 
 from demo.devices import pick_device  # noqa: E402
+from demo.precision import supported_precisions  # noqa: E402
 from demo.networks.encoder import EncoderConfig, ImageEncoder  # noqa: E402
 from demo.weights.store import model_fingerprint  # noqa: E402
 from demo.tasks.invert import PRESETS  # noqa: E402
@@ -52,6 +53,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 1 on CUDA, 0 on CPU)")
     parser.add_argument("--resolution", type=int, default=None, help="neural rendering resolution while optimising (default 128)")
     parser.add_argument("--batch8", action="store_true", help="also time the encoders on a batch of 8")
+    parser.add_argument("--precision", default=None, help="comma list of fp32, bf16, fp16 (default: all this device runs natively)")
     parser.add_argument("--skip-pti", action="store_true", help="time only projection and the encoders")
     args = parser.parse_args()
     device = pick_device(args.device)
@@ -59,6 +61,7 @@ def main() -> None:
     model = full_size_model(device)
     label = view_camera(model, yaw_deg=15.0).to_label().to(device)
     target = torch.rand(1, 3, 512, 512, device=device) * 2 - 1
+    raw_target = torch.nn.functional.interpolate(target, size=args.resolution or model.neural_rendering_resolution, mode="area")
     rng = torch.Generator(device=device).manual_seed(0)
     rows: list[tuple[str, float, str]] = []
 
@@ -71,31 +74,43 @@ def main() -> None:
     fixed_fingerprint = time.perf_counter() - start
     ws_start = w_avg.to(device).expand(1, model.num_ws, -1)
 
-    with torch.inference_mode():
-        render = timed(lambda: model.synthesis(ws_start, label, rng=rng), device, args.repeats, warmup)
-    rows.append(("render 512² (inference)", render, f"{1 / render:.2f} /s"))
+    precisions = args.precision.split(",") if args.precision else supported_precisions(device)
+    timings: dict[str, dict[str, float]] = {}
+    for precision in precisions:
+        model.set_precision(precision)
+        times = timings[precision] = {}
+        with torch.inference_mode():
+            times["render"] = timed(lambda: model.synthesis(ws_start, label, rng=rng), device, args.repeats, warmup)
+        rows.append((f"render 512² (inference), {precision}", times["render"], f"{1 / times['render']:.2f} /s"))
 
-    w_opt = ws_start[:, :1].clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([w_opt], lr=0.01)
+        w_opt = ws_start[:, :1].clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([w_opt], lr=0.01)
 
-    def projection_step() -> None:
-        inversion_step(optimizer, model.synthesis(w_opt.expand(-1, model.num_ws, -1), label, args.resolution, rng=rng)["image"], target)
+        def projection_step(raw: bool = False) -> None:
+            ws = w_opt.expand(-1, model.num_ws, -1)
+            if raw:
+                image = model.synthesis(ws, label, args.resolution, rng=rng, superresolution=False)["image_raw"]
+                inversion_step(optimizer, image, raw_target)
+            else:
+                inversion_step(optimizer, model.synthesis(ws, label, args.resolution, rng=rng)["image"], target)
 
-    projection = timed(projection_step, device, args.repeats, warmup)
-    rows.append(("projection step (W)", projection, f"{1 / projection:.2f} steps/s"))
+        times["projection"] = timed(projection_step, device, args.repeats, warmup)
+        rows.append((f"projection step (W), {precision}", times["projection"], f"{1 / times['projection']:.2f} steps/s"))
+        times["raw projection"] = timed(lambda: projection_step(raw=True), device, args.repeats, warmup)
+        rows.append((f"raw projection step (W, no SR), {precision}", times["raw projection"], f"{1 / times['raw projection']:.2f} steps/s"))
 
-    pti = None
-    if not args.skip_pti:
-        tuned = copy.deepcopy(model).requires_grad_(True)
-        pti_optimizer = torch.optim.Adam(tuned.parameters(), lr=3e-4)
-        pivot = ws_start.detach()
+        if not args.skip_pti:
+            tuned = copy.deepcopy(model).requires_grad_(True)
+            pti_optimizer = torch.optim.Adam(tuned.parameters(), lr=3e-4)
+            pivot = ws_start.detach()
 
-        def pti_step() -> None:
-            inversion_step(pti_optimizer, tuned.synthesis(pivot, label, args.resolution, rng=rng)["image"], target)
+            def pti_step() -> None:
+                inversion_step(pti_optimizer, tuned.synthesis(pivot, label, args.resolution, rng=rng)["image"], target)
 
-        pti = timed(pti_step, device, args.repeats, warmup)
-        rows.append(("PTI step (all generator weights)", pti, f"{1 / pti:.2f} steps/s"))
-        del tuned, pti_optimizer
+            times["pti"] = timed(pti_step, device, args.repeats, warmup)
+            rows.append((f"PTI step (all generator weights), {precision}", times["pti"], f"{1 / times['pti']:.2f} steps/s"))
+            del tuned, pti_optimizer
+    model.set_precision("fp32")
 
     for kind in ("conv", "vit"):
         encoder = ImageEncoder(EncoderConfig.for_generator(model.num_ws, model.w_dim, kind)).eval().to(device)
@@ -113,13 +128,23 @@ def main() -> None:
     print(f"{'what':<48} {'seconds':>10} {'rate':>16}")
     for what, seconds, rate in rows:
         print(f"{what:<48} {seconds:10.3f} {rate:>16}")
+    first = timings[precisions[0]]
     print(f"fixed costs: w_avg from 10k z {fixed:.2f} s, weight fingerprint {fixed_fingerprint:.2f} s, "
-          f"3 PSNR renders {3 * render:.2f} s")
-    if pti is not None:
+          f"3 PSNR renders {3 * first['render']:.2f} s ({precisions[0]})")
+    if not args.skip_pti:
+        print()
+        print("| preset | steps (projection + PTI) | " + " | ".join(
+            f"{p}{', raw projection' if raw else ''}" for p in precisions for raw in (False, True)) + " |")
+        print("|---|---|" + "---:|" * (2 * len(precisions)))
         for preset, settings in PRESETS.items():
-            total = settings.w_steps * projection + settings.pti_steps * pti + fixed + fixed_fingerprint + 3 * render
-            print(f"preset {preset:<9} {settings.w_steps:>4} + {settings.pti_steps:>4} steps: about {total:8.1f} s on this device")
-
+            cells = []
+            for precision in precisions:
+                times = timings[precision]
+                for raw in (False, True):
+                    step = times["raw projection" if raw else "projection"]
+                    total = settings.w_steps * step + settings.pti_steps * times["pti"] + fixed + fixed_fingerprint + 3 * times["render"]
+                    cells.append(f"{total / 60:.1f} min")
+            print(f"| {preset} | {settings.w_steps} + {settings.pti_steps} | " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     main()
