@@ -19,6 +19,7 @@ LAYERS: list[tuple[str, int]] = [
     ("demo.render", 1),
     ("demo.rng", 1),
     ("demo.devices", 1),
+    ("demo.precision", 1),
     ("demo.networks", 2),
     ("demo.weights", 3),
     ("demo.media", 4),
