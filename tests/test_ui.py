@@ -19,6 +19,7 @@ gr = pytest.importorskip("gradio", reason="the web app needs gradio (requirement
 trimesh = pytest.importorskip("trimesh")
 
 from demo import media
+from demo.precision import resolve_precision
 from demo.tasks.sample import ws_from_seeds
 from demo.ui import build_demo, runtime
 from demo.ui.runtime import PREVIEW_LABEL, ModelProvider
@@ -97,7 +98,8 @@ def _startup_lines(text: str) -> list[str]:
 def test_building_the_app_prints_one_line_naming_the_model(tiny_models, tmp_path, capsys):
     build_demo(tiny_models, session_root=tmp_path / "sessions")
     (line,) = _startup_lines(capsys.readouterr().out)
-    assert line == f"3D Face Studio: model {TINY_ID} ({PREVIEW_LABEL}), on cpu."
+    # The app runs each device's fastest native precision (bf16 on CPUs with AVX-512 BF16/AMX), and says so.
+    assert line == f"3D Face Studio: model {TINY_ID} ({PREVIEW_LABEL}), {resolve_precision('auto', 'cpu')} on cpu."
 
 
 def test_python_app_py_prints_the_model_and_its_fallback(tmp_path):
@@ -410,7 +412,7 @@ def test_a_converted_checkpoint_is_preloaded_and_used(empty_checkpoints, monkeyp
     assert "eg3d-ffhq512-128" in models._models
     assert models.status("eg3d-ffhq512-128") == "**eg3d-ffhq512-128** is loaded."
     converted = empty_checkpoints / "eg3d-ffhq512-128"
-    assert models.startup_line() == f"3D Face Studio: model eg3d-ffhq512-128 ({converted}), loaded, on cpu."
+    assert models.startup_line() == f"3D Face Studio: model eg3d-ffhq512-128 ({converted}), loaded, {resolve_precision('auto', 'cpu')} on cpu."
 
 
 def test_tiny_panohead_is_offered_and_renders_the_back_of_the_head(tiny_models, tmp_path):

@@ -54,6 +54,7 @@ from demo.tasks.face import Face, face_from_seed, load_face, load_faces
 from demo.tasks.invert import InversionSettings, Objective, project, tune
 from demo.tasks.sample import parse_seeds, view_camera, ws_from_seeds
 from demo.tasks.train_encoder import find_encoder, load_encoder
+from demo.precision import resolve_precision
 from demo.weights import registry
 from demo.weights.store import TINY_ID, TINY_IDS, TINY_PANOHEAD_ID, WEIGHTS_FILE, load_generator
 
@@ -110,6 +111,8 @@ class ModelProvider:
         preload: load ``default_id`` now (default: only on a Space). When that fails, the default
             becomes ``'tiny'`` and :attr:`notice` says what is missing and how to provide it.
         download: allow network access (``weights.registry.download``) for missing checkpoints.
+        precision: the models' precision (``demo.precision``); ``'auto'`` (default) is the fastest
+            the device runs natively: bfloat16 on CPUs with AVX-512 BF16/AMX and on recent GPUs.
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class ModelProvider:
         device: torch.device | str | None = None,
         preload: bool | None = None,
         download: bool = True,
+        precision: str = "auto",
     ) -> None:
         ids = list(model_ids) if model_ids is not None else [entry.id for entry in registry.list_entries()]
         self.model_ids: list[str] = list(dict.fromkeys([*ids, TINY_ID, TINY_PANOHEAD_ID]))
@@ -127,6 +131,7 @@ class ModelProvider:
             raise ValueError(f"default_id {default_id!r} is not among the offered models {self.model_ids}")
         self.default_id = default_id
         self.download = download
+        self.precision = precision
         self._device = device
         self._models: dict[str, TriplaneGenerator] = {}
         self._encoders: dict[str, ImageEncoder | None] = {}
@@ -197,7 +202,9 @@ class ModelProvider:
                 if failed is not None and time.monotonic() - failed[0] < RETRY_AFTER_S and not self.is_local(model_id):
                     raise failed[1]
                 try:
-                    model = load_generator(model_id, device=self.device, download=self.download, progress=progress)
+                    model = load_generator(
+                        model_id, device=self.device, download=self.download, progress=progress, precision=self.precision
+                    )
                 except CheckpointError as error:
                     self._failures[model_id] = (time.monotonic(), error)
                     raise
@@ -279,7 +286,7 @@ class ModelProvider:
     def startup_line(self) -> str:
         """One plain line for the console when the app starts: the model the page opens with and where its weights
         are, or, when they cannot be had, the fallback (the tiny random model), why, and how to provide them."""
-        prefix, device = "3D Face Studio:", f"on {self.device.type}"
+        prefix, device = "3D Face Studio:", f"{resolve_precision(self.precision, self.device)} on {self.device.type}"
         if self.fallback is not None:
             wanted, error = self.fallback
             why = (f"no file at {registry.original_path(wanted)} and downloads are switched off" if not self.download
