@@ -137,14 +137,6 @@ def test_the_space_runs_the_tested_versions(resolutions):
 
 # --- the Space's Python can import the code ---------------------------------------------------
 
-# (file, what) pairs already reported in issue 15 and expected to fail until fixed; the test passes once
-# they are gone. Fix: in both files `from typing import Self` -> `from typing_extensions import Self`
-# (under TYPE_CHECKING is enough: both use `from __future__ import annotations`).
-KNOWN_PY310_BLOCKERS = {
-    ("demo/tasks/dataset.py", "typing.Self"),
-    ("demo/weights/nvlabs_pickle.py", "typing.Self"),
-}
-
 _CHECKER = r'''
 import ast, importlib, importlib.util, json, sys
 
@@ -280,7 +272,4 @@ def test_the_space_python_can_import_every_module():
     problems = json.loads(out.stdout)
     found = {(path, what) for path, _, what in problems}
     listing = "\n".join(f"  {path}:{line}: {what}" for path, line, what in problems)
-    unknown = found - KNOWN_PY310_BLOCKERS
-    assert not unknown, f"Python 3.10 (the ZeroGPU Space) cannot run these (3.11+ only):\n{listing}"
-    if found:
-        pytest.xfail(f"known Python 3.10 blockers (issue 15), the Space cannot start on 3.10 until fixed:\n{listing}")
+    assert not found, f"Python 3.10 (the ZeroGPU Space) cannot run these (3.11+ only):\n{listing}"

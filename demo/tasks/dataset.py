@@ -172,7 +172,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
@@ -772,7 +772,7 @@ class _IndexAppender:
         self.path = path
         self.fd: int | None = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> _IndexAppender:
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         keep = _complete_length(self.path)
         if keep != os.fstat(self.fd).st_size:

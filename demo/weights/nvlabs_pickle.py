@@ -52,7 +52,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import torch
 
@@ -229,7 +229,7 @@ class PersistentStandIn(ModuleStandIn):
 class ModulePathStandIn(ModuleStandIn):
     """Base of the stand-ins for classes pickled by module path (NEWOBJ + BUILD of their ``__dict__``)."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+    def __new__(cls, *args: Any, **kwargs: Any) -> ModulePathStandIn:
         obj = super().__new__(cls)
         obj.state = {}
         return obj
