@@ -181,7 +181,7 @@ def test_interpolate_from_uploaded_latents(client, tiny_models, tmp_path):
 
 def test_a_photo_face_chains_through_rotate_and_interpolate(client, tiny_models, tmp_path):
     """/photo_to_3d returns a face file; /rotate and /interpolate take it (the API side of 'my photo')."""
-    pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) is needed for face alignment")
+    pytest.importorskip("mediapipe", reason="mediapipe==0.10.9 (requirements.txt) is needed for face alignment")
     from skimage import data
 
     from demo.tasks.face import load_face
@@ -240,7 +240,7 @@ def _rss_bytes() -> int:
 def test_huge_photo_uploads_are_refused_from_the_header(client, app, tmp_path):
     """Eight 13000x13000 PNGs at once (a few hundred KB each, 169 megapixels): each is refused clearly, and
     the server (this process) grows by far less than one decoded copy would take."""
-    pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) is needed for face alignment")
+    pytest.importorskip("mediapipe", reason="mediapipe==0.10.9 (requirements.txt) is needed for face alignment")
     import threading
 
     from PIL import Image
@@ -276,7 +276,7 @@ def test_huge_photo_uploads_are_refused_from_the_header(client, app, tmp_path):
 
 
 def test_a_16_bit_grey_photo_aligns_through_the_app_as_through_the_library(client, tmp_path):
-    pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) is needed for face alignment")
+    pytest.importorskip("mediapipe", reason="mediapipe==0.10.9 (requirements.txt) is needed for face alignment")
     from PIL import Image
     from skimage import data
 

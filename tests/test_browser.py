@@ -103,7 +103,7 @@ def test_generate_shows_the_mesh_and_the_video_plays(app, chromium_browser, arti
 
 
 def test_photo_tab_reconstructs_an_uploaded_face_and_rotates_it(app, chromium_browser, artifacts, tmp_path):
-    pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) is needed for face alignment")
+    pytest.importorskip("mediapipe", reason="mediapipe==0.10.9 (requirements.txt) is needed for face alignment")
     from skimage import data
 
     photo = tmp_path / "astronaut.png"

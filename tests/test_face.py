@@ -113,7 +113,7 @@ def test_morph_blends_tuned_weights_and_ends_exactly(tiny_generator, tmp_path):
 
 @pytest.fixture(scope="module")
 def astronaut(tmp_path_factory):
-    pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) is needed for face alignment")
+    pytest.importorskip("mediapipe", reason="mediapipe==0.10.9 (requirements.txt) is needed for face alignment")
     from skimage import data
 
     folder = tmp_path_factory.mktemp("photos")

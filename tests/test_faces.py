@@ -1,7 +1,7 @@
 """Faces: detection, landmarks, the FFHQ crop and the camera label (demo/tasks/faces.py).
 
 Runs on skimage's bundled photos (the astronaut has one face, the coffee cup none). Needs
-mediapipe==0.10.21, whose wheel carries the detector and face-mesh models; without it the module
+mediapipe==0.10.9, whose wheel carries the detector and face-mesh models; without it the module
 is skipped.
 """
 
@@ -20,7 +20,7 @@ from PIL import Image
 
 pytest.importorskip(
     "mediapipe",
-    reason="mediapipe is not installed: pip install mediapipe==0.10.21 (needs numpy<2) for face detection",
+    reason="mediapipe is not installed: pip install mediapipe==0.10.9 (needs numpy<2) for face detection",
 )
 skimage_data = pytest.importorskip("skimage.data")
 

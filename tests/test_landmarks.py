@@ -19,7 +19,7 @@ SCHEMA = json.loads((REPO / "demo" / "tasks" / "dataset_annotation.schema.json")
 
 @pytest.fixture(scope="module")
 def astronaut():
-    pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) finds the landmarks")
+    pytest.importorskip("mediapipe", reason="mediapipe==0.10.9 (requirements.txt) finds the landmarks")
     from skimage import data
 
     image = data.astronaut()
@@ -111,7 +111,7 @@ def test_frontal_landmarks_stand_in_where_a_view_has_no_face():
 
 def test_dataset_with_keypoints_and_segmentation_runs_resumes_and_validates(tmp_path):
     jsonschema = pytest.importorskip("jsonschema")
-    pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) finds the landmarks")
+    pytest.importorskip("mediapipe", reason="mediapipe==0.10.9 (requirements.txt) finds the landmarks")
     out = tmp_path / "data"
     args = ["dataset", "--model", "tiny", "--num", "40", "--out", str(out), "--with", "keypoints,segmentation,masks",
             "--device", "cpu"]
@@ -157,7 +157,7 @@ def test_dataset_keypoints_from_a_detector_validate_with_both_sources(tiny_gener
 
 
 def test_generate_annotates_single_samples(tmp_path):
-    pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) finds the landmarks")
+    pytest.importorskip("mediapipe", reason="mediapipe==0.10.9 (requirements.txt) finds the landmarks")
     assert cli.main(["generate", "--model", "tiny", "--seeds", "2", "--annotate", "keypoints,segmentation",
                      "--outdir", str(tmp_path), "--device", "cpu"]) == 0
     assert json.loads((tmp_path / "seed0002_keypoints.json").read_text())["image_size"] == 32

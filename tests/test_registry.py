@@ -304,6 +304,7 @@ def test_offline_error_says_how_to_provide_file(ckpt_dir, monkeypatch):
     assert url in message
     assert "someone/mirror" in message
     assert "HF_TOKEN" not in message  # a connection failure is not a gated mirror
+    assert "--model tiny" in message  # what to run meanwhile (README quick start without weights)
     assert not dest.exists()
 
 

@@ -435,7 +435,7 @@ def test_the_encoder_is_loaded_once_per_model(tiny_models, monkeypatch):
 
 def test_photo_face_flows_through_every_tab(tiny_models, tmp_path):
     """Photo -> 3D makes the session's face; Rotate, Multi-view and Interpolate take it as 'my photo'."""
-    pytest.importorskip("mediapipe", reason="mediapipe==0.10.21 (requirements.txt) is needed for face alignment")
+    pytest.importorskip("mediapipe", reason="mediapipe==0.10.9 (requirements.txt) is needed for face alignment")
     from skimage import data
 
     from demo.tasks.face import load_face

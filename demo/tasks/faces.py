@@ -3,7 +3,7 @@
 This is the first step of photo -> 3D (inversion, PTI, the photo tab). EG3D (Chan et al. 2022)
 is trained on FFHQ faces re-cropped around five facial points and labelled with a camera per
 image; a photo must be framed and labelled the same way before it can be inverted. Everything here runs offline from pip packages: face detection and the 478-point face
-mesh come from MediaPipe 0.10.21's legacy solutions (``FaceDetection`` and ``FaceMesh``, whose
+mesh come from MediaPipe 0.10.9's legacy solutions (``FaceDetection`` and ``FaceMesh``, whose
 models ship inside the wheel). ``mediapipe`` and ``cv2`` are imported only inside the functions
 that need them, so importing this module stays cheap.
 
@@ -420,7 +420,7 @@ def _mediapipe():
         import mediapipe
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "Face detection needs mediapipe==0.10.21 (pip install mediapipe==0.10.21; it requires numpy<2)."
+            "Face detection needs mediapipe==0.10.9 (pip install mediapipe==0.10.9; it requires numpy<2)."
         ) from error
     return mediapipe
 
@@ -440,7 +440,7 @@ def quiet_native_log() -> Iterator[None]:
     """Keep MediaPipe's C++ log lines (``W0000 ... inference_feedback_manager.cc:114] ...``) off stderr.
 
     The native library writes them straight to file descriptor 2, and neither ``GLOG_minloglevel`` nor
-    ``TF_CPP_MIN_LOG_LEVEL`` stops them in mediapipe 0.10.21, so fd 2 points at a temporary file while
+    ``TF_CPP_MIN_LOG_LEVEL`` stops them in mediapipe 0.10.9 or 0.10.21, so fd 2 points at a temporary file while
     MediaPipe runs. Afterwards fd 2 is restored (also when an exception leaves the block; the exception
     itself passes through untouched) and every captured line that is not a native log line is written
     back: output of other threads in the window is delayed, never lost. Threads share one redirection:
@@ -830,7 +830,7 @@ def align_face(
 def foreground_mask(image: np.ndarray) -> np.ndarray:
     """The person in an RGB image (an aligned crop): (H, W) float32 in [0, 1], 1 = head, hair, shoulders.
 
-    MediaPipe's selfie segmentation (general model, bundled in the 0.10.21 wheel, offline). PanoHead's
+    MediaPipe's selfie segmentation (general model, bundled in the 0.10.9 wheel, offline). PanoHead's
     projector inverts only the foreground this way, since the model paints its own background.
     """
     image = np.ascontiguousarray(np.asarray(image))

@@ -368,6 +368,7 @@ def _manual_instructions(
     if any(s.location.startswith(_NGC_FILES) for s in entry.sources):
         lines.append(f"NVIDIA's catalog page for the files: {_NGC_CATALOG}")
     lines.append(f"Licence: {entry.licence} ({entry.licence_url}).")
+    lines.append("To try the tools without it: --model tiny (a small random model; results are noise, not faces).")
     return "\n".join(lines)
 
 
