@@ -9,6 +9,7 @@ parameters: the decoder (an ``nn.Module`` from ``demo.networks``) is passed in.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -137,7 +138,8 @@ def _render_in_slices(
     planes, decoder, origins, directions, options, num_coarse, num_fine, ray_start, ray_end,
     *, density_crop, signed, rng, per_sample_clamp,
 ) -> RayBundleResult:
-    """The fast path of :func:`render_rays`: the same steps, SLICE_RAYS rays at a time on CPU.
+    """The fast path of :func:`render_rays`: the same steps, SLICE_RAYS rays at a time on CPU, the
+    slices spread over single-threaded workers (one per intra-op thread).
 
     Both random draws are made up front with the plain path's shapes and order, so the samples are
     the same; every later step is per ray except the final depth clamp, which uses the range of all
@@ -156,11 +158,8 @@ def _render_in_slices(
         def field(points):
             return decoder(sample_planes(planes, points, options.box_warp))
     per_ray_range = isinstance(ray_start, torch.Tensor)
-    features = depth = alpha = None
-    low = torch.full((batch,), float("inf"), device=device)
-    high = torch.full((batch,), -float("inf"), device=device)
-    step = SLICE_RAYS if device.type == "cpu" else num_rays
-    for start in range(0, num_rays, step):
+
+    def render_slice(start: int) -> tuple[torch.Tensor, ...]:
         rays = slice(start, start + step)
         count = min(step, num_rays - start)
         query = (field, origins[:, rays], directions[:, rays], density_crop)
@@ -183,17 +182,43 @@ def _render_in_slices(
             part_features, part_depth, weights = composite(
                 colors, sigmas, depths, white_background=options.white_background, signed=signed, clamp_depth=False
             )
-        if features is None:
-            features = part_features.new_empty(batch, num_rays, part_features.shape[-1])
-            depth, alpha = part_depth.new_empty(batch, num_rays, 1), part_depth.new_empty(batch, num_rays, 1)
-        features[:, rays], depth[:, rays], alpha[:, rays] = part_features, part_depth, weights.sum(2)
         flat = depths.reshape(batch, -1)
-        low, high = torch.minimum(low, flat.amin(1)), torch.maximum(high, flat.amax(1))
+        return part_features, part_depth, weights.sum(2), flat.amin(1), flat.amax(1)
+
+    step = SLICE_RAYS if device.type == "cpu" else num_rays
+    starts = range(0, num_rays, step)
+    parts = _map_on_cpu_workers(render_slice, starts) if device.type == "cpu" else [render_slice(s) for s in starts]
+    features, depth, alpha = (torch.cat([part[i] for part in parts], dim=1) for i in range(3))
+    low = torch.stack([part[3] for part in parts]).amin(0)
+    high = torch.stack([part[4] for part in parts]).amax(0)
     if per_sample_clamp:
         depth = torch.clamp(depth, low.view(-1, 1, 1), high.view(-1, 1, 1))
     else:
         depth = torch.clamp(depth, low.min(), high.max())
     return RayBundleResult(features=features, depth=depth, alpha=alpha)
+
+
+def _map_on_cpu_workers(fn: Callable[[int], tuple[torch.Tensor, ...]], items) -> list[tuple[torch.Tensor, ...]]:
+    """``[fn(i) for i in items]`` on as many worker threads as torch has intra-op threads, each single-threaded.
+
+    A slice of rays is many small operations; run with 2+ intra-op threads each one ends in a barrier,
+    and on a shared machine a preempted thread stalls every barrier. One slice per single-threaded
+    worker needs no barriers (measured in benchmarks/run.py). Grad and inference modes are thread-local,
+    so the caller's are set in each worker.
+    """
+    items = list(items)
+    workers = min(torch.get_num_threads(), len(items))
+    if workers <= 1:
+        return [fn(item) for item in items]
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+
+    def run(item: int) -> tuple[torch.Tensor, ...]:
+        torch.set_num_threads(1)  # this worker thread's own setting
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return fn(item)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="render") as pool:
+        return list(pool.map(run, items))
 
 
 def _field_along_rays(depths, field, origins, directions, density_crop):
