@@ -47,7 +47,8 @@ GPU was available to measure; EG3D's plain-PyTorch forward pass runs at 33-40 ms
 (200 steps) ~20 s plus ~2 s of fixed costs (w_avg, fingerprint, three PSNR renders): within a 60 s
 ZeroGPU slot with room for the model transfer and a preview. ``balanced`` (~55 s there) is for a
 120 s slot, ``best`` (~85 s) for local GPUs. Replace these estimates with the script's output on
-the target GPU.
+the target GPU. A later CPU run (another job on one core) gave 39 s per projection step, 27 s with
+``raw_projection`` and 45 s per tuning step, with no gain from bf16 (README, "Photo -> 3D").
 
 Results
 -------
