@@ -11,7 +11,10 @@ from demo.cameras import camera_from_angles
 from demo.errors import InputError
 from demo.render.grid import grid_points
 from demo.tasks import mesh as mesh_task
+from demo.tasks.sample import ws_from_seeds
+from demo.weights.store import build_tiny_generator
 from tests.conftest import require_reference
+from tests.mesh_checks import assert_sound, mesh_problems
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -184,3 +187,118 @@ def media_ws(model, seed):
     from demo.tasks.sample import ws_from_seeds
 
     return ws_from_seeds(model, [seed], truncation_psi=0.7)
+
+
+# --- soundness: closed, consistently wound, no coincident vertices, zero-area faces or self-intersections ----------
+
+
+def test_the_soundness_check_finds_each_defect():
+    sphere = trimesh.creation.icosphere(subdivisions=2)
+    v, f = np.asarray(sphere.vertices), np.asarray(sphere.faces)
+    assert_sound(v, f)
+    top, bottom = np.argmax(v[:, 1]), np.argmin(v[:, 1])
+    assert np.allclose(v[bottom], -v[top]) and len(v) == 162
+    tangent = (np.concatenate([v, v + 2 * v[top]]), np.concatenate([f, f + len(v)]))  # touching at v[top]
+    # The same two spheres sharing that vertex: a closed surface, but not a manifold there.
+    pinched = (tangent[0], np.concatenate([f, np.where(f == bottom, top - len(v), f) + len(v)]))
+    for what, (vertices, faces), defect in [
+        ("overlapping", (np.concatenate([v, v + [0.5, 0, 0]]), np.concatenate([f, f + len(v)])), "self_intersections"),
+        ("tangent at a vertex", tangent, "self_intersections"),
+        ("tangent at a vertex", tangent, "duplicate_vertices"),
+        ("inside out", (v, f[:, ::-1]), "negative_volume"),
+        ("a hole", (v, f[1:]), "open_or_nonmanifold_edges"),
+        ("a flat face", (np.concatenate([v, [[0, 0, 2], [0, 0, 3], [0, 0, 5]]]), np.concatenate([f, [[162, 163, 164]]])),
+         "degenerate_faces"),
+        ("a fold", (np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0.8, 0.1, 0]]), np.array([[0, 1, 2], [1, 0, 3]])),
+         "self_intersections"),
+        ("a pinched vertex", pinched, "nonmanifold_vertices"),
+    ]:
+        assert mesh_problems(vertices, faces)[defect] > 0, what
+
+
+def test_grid_values_on_the_level_give_no_coincident_vertices():
+    """Whole-number densities put ~200 grid values exactly on the level; marching cubes alone puts several vertices
+    on each such grid point (zero-area faces, faces touching without sharing an edge)."""
+    from scipy.spatial import cKDTree
+    from skimage import measure
+
+    n, centre = 32, np.array([0.02, -0.01, 0.03])
+    volume = _analytic_volume(n, 1.0, lambda p: np.round(10 + 160 * (0.3 - np.linalg.norm(p - centre, axis=1))))
+    assert (volume == 10).sum() > 100
+    vertices, faces, normals = mesh_task.mesh_from_volume(volume, level=10.0)
+    assert_sound(vertices, faces)
+    assert (np.einsum("ij,ij->i", normals, vertices - centre) > 0).all()
+    # Vertices stay on their grid edges within MIN_EDGE_FRACTION of a voxel of where the raw values put them.
+    raw, _, _, _ = measure.marching_cubes(mesh_task.closed_border(volume.copy()), level=10.0)
+    distance, _ = cKDTree(raw / (n - 1) - 0.5).query(vertices)
+    assert distance.max() <= mesh_task.MIN_EDGE_FRACTION / (n - 1) * 1.01
+
+
+@pytest.mark.parametrize(("panohead", "seed"), [(False, 3), (True, 0)])
+def test_tiny_model_meshes_are_sound_at_the_official_level_and_at_a_grid_value(panohead, seed):
+    model = build_tiny_generator(panohead=panohead)
+    with torch.inference_mode():
+        planes = model.planes(torch.as_tensor(ws_from_seeds(model, [seed], truncation_psi=0.7)))
+    volume = mesh_task.density_volume(model, resolution=32, planes=planes)
+    for level in (mesh_task.OFFICIAL_LEVEL, float(volume.median())):  # torch's median is one of the grid values
+        mesh = mesh_task.extract_mesh(model, planes=planes, resolution=32, level=level)
+        assert_sound(mesh.vertices, mesh.faces, f"level {level}")
+        np.testing.assert_array_equal(mesh.vertex_colors, mesh_task.vertex_colors(model, planes, mesh.vertices))
+
+
+@pytest.mark.parametrize(("seed", "resolution"), [(1, 32), (4, 64)])
+def test_decimated_meshes_stay_sound_with_their_colours(seed, resolution):
+    model = build_tiny_generator()
+    with torch.inference_mode():
+        planes = model.planes(torch.as_tensor(ws_from_seeds(model, [seed], truncation_psi=0.7)))
+    full = mesh_task.extract_mesh(model, planes=planes, resolution=resolution, with_colors=False)
+    small = mesh_task.extract_mesh(model, planes=planes, resolution=resolution, target_faces=len(full.faces) // 4)
+    assert len(small.faces) <= len(full.faces) // 4 + 8
+    assert_sound(small.vertices, small.faces)
+    np.testing.assert_array_equal(small.vertex_colors, mesh_task.vertex_colors(model, planes, small.vertices))
+    np.testing.assert_allclose(np.linalg.norm(small.vertex_normals, axis=1), 1.0, atol=1e-5)
+
+
+def test_meshes_written_by_generate_dataset_and_invert_runs_are_sound(tmp_path):
+    from demo import cli, media
+    from demo.tasks import dataset
+    from demo.tasks.generate import generate_to_folder
+    from demo.tasks.sample import view_camera
+
+    model = build_tiny_generator()
+    generate_to_folder(model, tmp_path / "generate", seeds=[1, 2, 3], shapes=True, shape_resolution=32,
+                       shape_formats=("ply",))
+    generate_to_folder(model, tmp_path / "generate", seeds=[4], shapes=True, shape_resolution=64,
+                       shape_formats=("glb",), mesh_faces=3000)
+    dataset.make_dataset(model, tmp_path / "dataset", num=3, with_=("meshes",), mesh_resolution=32, image_size=16,
+                         model_id="tiny")
+    with torch.inference_mode():
+        ws = torch.as_tensor(ws_from_seeds(model, [5], truncation_psi=0.7))
+        camera = view_camera(model, yaw_deg=20.0, pitch_deg=-5.0)
+        image = model.synthesis(ws, camera.to_label(), rng=torch.Generator().manual_seed(0))["image"]
+    media.save_png(tmp_path / "in" / "face.png", media.image_to_uint8(image[0]))
+    media.save_npy(tmp_path / "in" / "face_camera.npy", camera.to_label()[0])
+    assert cli.main([
+        "invert", str(tmp_path / "in"), "--model", "tiny", "--aligned", "--w-steps", "2", "--pti-steps", "2",
+        "--mesh", "--mesh-res", "32", "--outdir", str(tmp_path / "invert"), "--device", "cpu",
+    ]) == 0
+    paths = sorted(tmp_path.glob("**/*.ply")) + sorted(tmp_path.glob("**/*.glb"))
+    assert len(paths) == 3 + 1 + 3 + 1
+    for path in paths:
+        mesh = trimesh.load(path, force="mesh", process=False)
+        assert_sound(np.asarray(mesh.vertices), np.asarray(mesh.faces), str(path.relative_to(tmp_path)))
+
+
+def test_mesh_from_depth_drops_pixels_at_the_camera():
+    camera = camera_from_angles(radius=2.7, pivot=(0.0, 0.0, 0.0))
+    side = 16
+    from demo.render.rays import pixel_rays
+
+    _, directions = pixel_rays(camera.cam2world, camera.intrinsics, side)
+    depth = (2.7 / -directions[0, :, 2]).reshape(side, side)
+    depth[4:9, 5:11] = 0.0  # no depth there: every such pixel would land on the camera centre
+    result = mesh_task.mesh_from_depth(depth, camera)
+    problems = mesh_problems(result.vertices, result.faces)
+    for defect in ("degenerate_faces", "duplicate_vertices", "self_intersections", "inconsistent_edges"):
+        assert problems[defect] == 0, problems
+    assert np.abs(result.vertices[:, 2]).max() < 1e-5
