@@ -126,8 +126,8 @@ def test_cli_and_app_make_the_same_face_file(astronaut, tmp_path):
     from demo.ui.tabs import photo
 
     assert cli.main(["invert", str(astronaut), "--model", "tiny", "--pti", "fast", "--w-steps", "2", "--pti-steps", "2",
-                     "--outdir", str(tmp_path / "cli"), "--device", "cpu"]) == 0
-    models = ModelProvider.tiny()
+                     "--outdir", str(tmp_path / "cli"), "--device", "cpu", "--precision", "auto"]) == 0
+    models = ModelProvider.tiny()  # the app runs the device's fastest native precision: the CLI's --precision auto
     _, _, aligned = photo.align(str(astronaut))
     outputs = photo.reconstruct(models, "tiny", str(astronaut), "fast", aligned, out_dir=tmp_path / "app", steps=2)
     from_cli = (tmp_path / "cli" / "astronaut_3d.face.safetensors").read_bytes()
