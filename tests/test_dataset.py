@@ -278,6 +278,22 @@ def test_resume_skips_complete_samples_and_redoes_partial_ones(tiny, tmp_path):
     assert (again.written, again.skipped) == (0, 12)
 
 
+def test_a_dataset_is_not_resumed_at_another_precision(tiny, tmp_path):
+    out = tmp_path / "data"
+    _make(tiny, out, num=2)
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["precision"] == "fp32"
+    tiny.precision = "bf16"  # as set_precision on a CPU with native bf16
+    try:
+        with pytest.raises(InputError, match="precision: 'fp32' -> 'bf16'"):
+            _make(tiny, out, num=4)
+    finally:
+        tiny.precision = "fp32"
+    del settings["precision"]  # written before the option existed: counts as fp32, resumes
+    (out / "settings.json").write_text(json.dumps(settings))
+    assert _make(tiny, out, num=2).skipped == 2
+
+
 @pytest.mark.slow
 def test_kill_at_random_moments_then_resume_gives_the_uninterrupted_dataset(tiny, tmp_path):
     reference = tmp_path / "reference"
