@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import device_label, full_size_model, sync  # noqa: E402
 
 from demo.devices import pick_device  # noqa: E402
-from demo.precision import PRECISIONS, autocast_dtype, supported_precisions  # noqa: E402
+from demo.precision import PRECISIONS, compute_dtype, supported_precisions  # noqa: E402
 from demo.tasks.sample import default_conditioning  # noqa: E402
 from demo.weights.convert import official_kwargs  # noqa: E402
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{float(np.percentile(levels, 99.9)):.1f} |"
         )
     print()
-    print(f"autocast dtypes: {', '.join(f'{p}={autocast_dtype(p, device)}' for p in precisions)}")
+    print(f"convolution dtypes: {', '.join(f'{p}={compute_dtype(p)}' for p in precisions)}")
 
 
 if __name__ == "__main__":

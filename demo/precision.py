@@ -81,8 +81,3 @@ def compute_dtype(precision: str) -> torch.dtype:
         return _DTYPES[precision]
     except KeyError:
         raise InputError(f"precision: unknown {precision!r}; use one of {', '.join(PRECISIONS)}") from None
-
-
-def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype:
-    """The dtype ``precision`` resolves to on ``device`` (what benchmarks print)."""
-    return compute_dtype(resolve_precision(precision, device))
