@@ -15,6 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from demo.config import GeneratorConfig  # noqa: E402
+from demo.devices import keep_freed_cpu_memory  # noqa: E402
 from demo.networks.eg3d import TriplaneGenerator  # noqa: E402
 from demo.render.grid import grid_points  # noqa: E402
 from demo.tasks import mesh as mesh_task  # noqa: E402
@@ -24,12 +25,15 @@ from demo.tasks.losses import image_loss  # noqa: E402
 CHUNK = 1_000_000
 
 
-def full_size_model(device: torch.device, *, with_surface: bool = True) -> TriplaneGenerator:
+def full_size_model(device: torch.device, *, with_surface: bool = True, keep_memory: bool = True) -> TriplaneGenerator:
     """The full-size FFHQ-512 generator with seeded random weights (speed does not depend on them).
 
     ``with_surface`` shifts the density head so the field crosses the mesh iso-level (random
-    weights give an empty or solid field otherwise).
+    weights give an empty or solid field otherwise). ``keep_memory``: on a CPU, set the allocator
+    as ``load_generator`` does (``demo.devices.keep_freed_cpu_memory``).
     """
+    if device.type == "cpu" and keep_memory:
+        keep_freed_cpu_memory()  # as load_generator does
     torch.manual_seed(0)
     model = TriplaneGenerator(GeneratorConfig.ffhq512()).eval().requires_grad_(False).to(device)
     if with_surface:

@@ -24,8 +24,10 @@ from demo.networks.layers import (
     binomial_filter,
     modulated_conv2d,
     modulated_conv2d_fast,
+    to_memory_format,
     upsample_2x,
     upsample_2x_fast,
+    winograd_available,
 )
 from demo.render import renderer
 from demo.render.compositing import composite, composite_merged
@@ -324,7 +326,8 @@ def test_modulated_conv2d_fast_equals_plain(kernel, up, demodulate, batch):
         expected = modulated_conv2d(x, weight, styles, **kwargs) * gain + bias.view(1, -1, 1, 1)
         actual = modulated_conv2d_fast(x, weight, styles, gain=gain, bias=bias, **kwargs)
     assert actual.shape == expected.shape == (batch, 4, 10 if up else 5, 14 if up else 7)
-    assert actual.is_contiguous(memory_format=torch.channels_last)
+    # 3x3 (oneDNN) outputs are channels-last; a 1x1 on contiguous (NCHW) input is a matrix product that keeps it
+    assert actual.is_contiguous(memory_format=torch.channels_last if kernel == 3 else torch.contiguous_format)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
     # With gradients recorded (a different weight construction), values and gradients agree.
     leaves = [t.clone().requires_grad_(True) for t in (x, weight, styles, bias)]
@@ -340,6 +343,37 @@ def test_modulated_conv2d_fast_equals_plain(kernel, up, demodulate, batch):
         grads.append(torch.autograd.grad((y * upstream).sum(), leaves))
     for name, fast_grad, plain_grad in zip(("x", "weight", "styles", "bias"), *grads):
         assert_relative_close(fast_grad, plain_grad, rtol=1e-5, msg=name)
+
+
+@pytest.mark.skipif(not winograd_available(), reason="torch was built without NNPACK")
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_winograd_route_matches_direct_convolution(batch, layout):
+    """From 64x64 up, float32 3x3 convolutions without gradients take NNPACK's Winograd route: NCHW
+    output, within Winograd's rounding (~1e-5 relative) of the float64 direct convolution."""
+    g = seeded(30)
+    x = torch.randn(batch, 16, 64, 72, generator=g).contiguous(memory_format=layout)
+    weight, styles, bias = torch.randn(8, 16, 3, 3, generator=g), torch.randn(batch, 16, generator=g) + 1, torch.randn(8, generator=g)
+    with torch.no_grad():
+        expected = modulated_conv2d(x.double(), weight.double(), styles.double()) * 1.5 + bias.double().view(1, -1, 1, 1)
+        actual = modulated_conv2d_fast(x, weight, styles, gain=1.5, bias=bias)
+        small = modulated_conv2d_fast(x[..., :32, :32], weight, styles, gain=1.5, bias=bias)
+    assert actual.is_contiguous() and not actual.is_contiguous(memory_format=torch.channels_last)
+    assert small.is_contiguous(memory_format=torch.channels_last)  # below WINOGRAD_MIN_PIXELS: oneDNN
+    error = (actual.double() - expected).abs().max() / expected.abs().max()
+    assert 0 < error < 2e-5  # not bit-equal to the direct convolution (it is another algorithm), but close
+
+
+@pytest.mark.parametrize("target", [torch.contiguous_format, torch.channels_last], ids=["to-nchw", "to-nhwc"])
+def test_to_memory_format_is_an_exact_relayout(target):
+    source = torch.contiguous_format if target == torch.channels_last else torch.channels_last
+    x = torch.randn(2, 5, 33, 47, generator=seeded(31))  # pixels not a multiple of the block
+    y = to_memory_format(x.contiguous(memory_format=source), target)
+    assert y.is_contiguous(memory_format=target)
+    assert torch.equal(y, x)
+    leaf = x.clone().requires_grad_(True)
+    (to_memory_format(leaf, target) * x).sum().backward()  # differentiable: the gradient is the upstream
+    assert torch.equal(leaf.grad, x)
 
 
 def test_upsample_2x_fast_equals_plain():

@@ -10,6 +10,7 @@ Everything here is plain PyTorch: the same code runs on CPU and CUDA, in float32
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -217,6 +218,95 @@ def _modulate_channels_last(
     return weights
 
 
+@functools.cache
+def winograd_available() -> bool:
+    """True when torch's NNPACK runs here: Winograd F(6x6, 3x3) float32 convolutions on x86 and ARM CPUs.
+
+    (``is_available`` also initialises NNPACK, which its convolution needs before the first call.)
+    """
+    try:
+        return bool(torch.backends.nnpack.is_available())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+#: the Winograd route's smallest feature map (pixels): below it NNPACK's weight transform outweighs
+#: the saved multiplications (measured on 2 cores: 2.5x faster at 64x64 and up, slower at 16x16)
+WINOGRAD_MIN_PIXELS = 64 * 64
+
+
+def _use_winograd(x: torch.Tensor, kernel_size: int) -> bool:
+    """The Winograd route: a 3x3 convolution of a large float32 CPU feature map, no gradient recorded."""
+    return (
+        kernel_size == 3 and x.device.type == "cpu" and x.dtype == torch.float32
+        and x.shape[-2] * x.shape[-1] >= WINOGRAD_MIN_PIXELS
+        and not torch.is_grad_enabled() and winograd_available()
+    )
+
+
+#: pixels per block in :func:`to_memory_format` (measured best of 64-4096 on 2 cores)
+_TRANSPOSE_BLOCK = 1024
+
+
+def to_memory_format(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+    """``x.contiguous(memory_format=...)`` for a 4-D CPU tensor, in blocks of pixels that stay in cache.
+
+    Between the two layouts each pixel's channels are transposed; torch's strided copy does it
+    about 2x slower than these block transposes on large feature maps.
+    """
+    if x.is_contiguous(memory_format=memory_format) or x.device.type != "cpu" or x.ndim != 4:
+        return x.contiguous(memory_format=memory_format)
+    batch, channels, height, width = x.shape
+    out = torch.empty_like(x, memory_format=memory_format)
+    pixels = height * width
+    for index in range(batch):
+        source, target = x[index], out[index]
+        if memory_format == torch.channels_last:
+            source, target = source.reshape(channels, pixels), target.permute(1, 2, 0).view(pixels, channels).t()
+        else:
+            source, target = source.permute(1, 2, 0).reshape(pixels, channels).t(), target.view(channels, pixels)
+        for first in range(0, pixels, _TRANSPOSE_BLOCK):
+            block = slice(first, first + _TRANSPOSE_BLOCK)
+            target[:, block].copy_(source[:, block])
+    return out
+
+
+def _winograd_conv(
+    x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool, gain: float, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """:func:`modulated_conv2d_fast` (3x3, no upsampling) through NNPACK's Winograd convolution, which
+    reads and writes contiguous (NCHW) tensors."""
+    x = to_memory_format(x, torch.contiguous_format)
+    scales = styles * gain  # (B, I)
+    weight = weight.to(x.dtype)
+    if demodulate:
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (B, O)
+    bias = bias if bias is not None else x.new_zeros(weight.shape[0])
+    outputs = []
+    for index, sample in enumerate(x.split(1)):
+        w = weight * scales[index].view(1, -1, 1, 1)
+        if demodulate:
+            w = w.mul_(dcoefs[index].view(-1, 1, 1, 1))
+        outputs.append(torch._nnpack_spatial_convolution(sample, w, bias, [1, 1]))
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+def _pointwise_conv_nchw(
+    x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool, gain: float, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """:func:`modulated_conv2d_fast` for a 1x1 convolution of contiguous (NCHW) activations: one
+    matrix product per sample, (O, I) @ (I, H*W), with no change of layout."""
+    batch, in_channels, height, width = x.shape
+    out_channels = weight.shape[0]
+    weights = _modulate_channels_last(weight, styles, demodulate=demodulate, gain=gain, dtype=x.dtype)
+    outputs = []
+    for sample, sample_w in zip(x, weights):
+        matrix, pixels = sample_w.reshape(out_channels, in_channels), sample.view(in_channels, -1)
+        y = matrix @ pixels if bias is None else torch.addmm(bias.unsqueeze(1), matrix, pixels)
+        outputs.append(y.view(1, out_channels, height, width))
+    return outputs[0] if batch == 1 else torch.cat(outputs)
+
+
 def modulated_conv2d_fast(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -230,15 +320,24 @@ def modulated_conv2d_fast(
 ) -> torch.Tensor:
     """:func:`modulated_conv2d` times ``gain``, plus ``bias`` (O,), laid out for speed.
 
-    Channels-last tensors (oneDNN's fast layout on CPU, tensor cores' on GPU), one ordinary
-    convolution per sample instead of a grouped one, the bias fused into the last convolution, the
-    upsampling's FIR filter as one padded depthwise convolution (no padded copy). The result is in
-    channels-last memory format and equals ``modulated_conv2d(...) * gain + bias`` up to float32
-    rounding.
+    One ordinary convolution per sample instead of a grouped one, the bias fused into the
+    convolution. Two routes:
+
+    - 3x3 convolutions without upsampling of large float32 feature maps on a CPU, with no gradient
+      recorded, run NNPACK's Winograd F(6x6, 3x3) algorithm (about 2.5x faster than oneDNN's direct
+      convolution at 64x64 and up). Contiguous (NCHW) output; each convolution differs from the
+      direct one by ~1e-5 relative (Winograd's transforms round differently).
+    - everything else: channels-last tensors (oneDNN's fast layout on CPU, tensor cores' on GPU),
+      the upsampling's FIR filter as one padded depthwise convolution (no padded copy).
+      Channels-last output, equal to ``modulated_conv2d(...) * gain + bias`` up to float32 rounding.
     """
     out_channels, _, kh, kw = weight.shape
     bias = bias.to(x.dtype) if bias is not None else None
-    x = x.contiguous(memory_format=torch.channels_last)
+    if not up and _use_winograd(x, kh):
+        return _winograd_conv(x, weight, styles, demodulate=demodulate, gain=gain, bias=bias)
+    if kh == 1 and not up and x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last):
+        return _pointwise_conv_nchw(x, weight, styles, demodulate=demodulate, gain=gain, bias=bias)
+    x = to_memory_format(x, torch.channels_last)
     if up:
         assert resample_filter is not None and kh == 3 and kw == 3, "upsampling convolutions are 3x3 with a filter"
         fir = (resample_filter * 4).to(x.dtype).flip([0, 1])[None, None].repeat(out_channels, 1, 1, 1)

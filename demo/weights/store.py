@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from demo.config import GeneratorConfig
+from demo.devices import keep_freed_cpu_memory
 from demo.errors import CheckpointError
 from demo.networks.eg3d import TriplaneGenerator
 from demo.networks.panohead import build_generator
@@ -235,8 +236,13 @@ def load_generator(
         download: allow network access for registry ids.
         precision: 'fp32' (official numerics), 'bf16', 'fp16' or 'auto' (the fastest native one on
             ``device``); see :mod:`demo.precision`. Checked before anything is read.
+
+    On a CPU this also sets the process's allocator to reuse freed memory
+    (:func:`demo.devices.keep_freed_cpu_memory`), which large feature maps need for speed.
     """
     precision = resolve_precision(precision, device)
+    if torch.device(device).type == "cpu":
+        keep_freed_cpu_memory()
     return _load(source, device=device, download=download, progress=progress).set_precision(precision)
 
 
