@@ -349,8 +349,9 @@ def test_modulated_conv2d_fast_equals_plain(kernel, up, demodulate, batch):
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 def test_winograd_route_matches_direct_convolution(batch, layout):
-    """From 64x64 up, float32 3x3 convolutions without gradients take NNPACK's Winograd route: NCHW
-    output, within Winograd's rounding (~1e-5 relative) of the float64 direct convolution."""
+    """From 64x64 up, float32 3x3 convolutions take NNPACK's Winograd route: NCHW output, within
+    Winograd's rounding (~1e-5 relative) of the float64 direct convolution; with gradients recorded
+    the gradients are the direct convolution's."""
     g = seeded(30)
     x = torch.randn(batch, 16, 64, 72, generator=g).contiguous(memory_format=layout)
     weight, styles, bias = torch.randn(8, 16, 3, 3, generator=g), torch.randn(batch, 16, generator=g) + 1, torch.randn(8, generator=g)
@@ -362,6 +363,18 @@ def test_winograd_route_matches_direct_convolution(batch, layout):
     assert small.is_contiguous(memory_format=torch.channels_last)  # below WINOGRAD_MIN_PIXELS: oneDNN
     error = (actual.double() - expected).abs().max() / expected.abs().max()
     assert 0 < error < 2e-5  # not bit-equal to the direct convolution (it is another algorithm), but close
+
+    leaves = [t.clone().requires_grad_(True) for t in (x, weight, styles, bias)]
+    upstream = torch.randn(expected.shape, generator=g)
+    grads = []
+    for fast in (True, False):
+        xs, ws, ss, bs = leaves
+        y = modulated_conv2d_fast(xs, ws, ss, gain=1.5, bias=bs) if fast else modulated_conv2d(xs, ws, ss) * 1.5 + bs.view(1, -1, 1, 1)
+        if fast:  # the route is taken with gradients recorded too
+            assert y.is_contiguous() and not y.is_contiguous(memory_format=torch.channels_last)
+        grads.append(torch.autograd.grad((y * upstream).sum(), leaves))
+    for name, fast_grad, plain_grad in zip(("x", "weight", "styles", "bias"), *grads):
+        assert_relative_close(fast_grad, plain_grad, rtol=1e-4, msg=name)
 
 
 @pytest.mark.parametrize("target", [torch.contiguous_format, torch.channels_last], ids=["to-nchw", "to-nhwc"])

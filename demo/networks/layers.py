@@ -87,6 +87,10 @@ def bias_activation(
     return x
 
 
+#: fewest rows a fully connected layer hands to the CPU matrix product (see FullyConnectedLayer.forward)
+MIN_CPU_GEMM_ROWS = 16
+
+
 class FullyConnectedLayer(nn.Module):
     """Equalized-lr linear layer: y = act(x @ (W * lr / sqrt(in)).T + b * lr)."""
 
@@ -110,6 +114,11 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.shape[0] if x.ndim == 2 else 0
+        if x.device.type == "cpu" and 0 < rows < MIN_CPU_GEMM_ROWS:
+            # BLAS libraries take other kernels for a few rows, which may round a row differently
+            # with the batch size (MKL on AMD CPUs does): pad to the kernel every batch then uses.
+            return self(torch.cat([x, x.new_zeros(MIN_CPU_GEMM_ROWS - rows, x.shape[1])]))[:rows]
         weight = self.weight.to(x.dtype) * self.weight_gain
         bias = self.bias
         if bias is not None:
@@ -188,6 +197,17 @@ def modulated_conv2d(
     return x.reshape(batch, -1, *x.shape[2:])
 
 
+def demodulation(styles: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The demodulation coefficients (B, O) of ``weight`` (O, I, k, k) under ``styles`` (B, I):
+    rsqrt(sum_{i,k} (W_oik s_i)^2 + 1e-8), via sum_i s_i^2 sum_k W_oik^2.
+
+    One matrix-vector product per sample, so a sample's coefficients do not depend on the batch it
+    is in (a small matrix product may round a row differently with the number of rows).
+    """
+    energy = weight.square().sum(dim=[2, 3])  # (O, I)
+    return (torch.stack([energy @ row for row in styles.square()]) + 1e-8).rsqrt()
+
+
 def _modulate_channels_last(
     weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool, gain: float, dtype: torch.dtype, transposed: bool = False
 ) -> list[torch.Tensor]:
@@ -202,7 +222,7 @@ def _modulate_channels_last(
         weight, styles = _fp16_prescale(weight, styles)
     scales = styles.unsqueeze(1).expand(-1, out_channels, -1) * gain  # (B, O, I)
     if demodulate:
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (B, O)
+        dcoefs = demodulation(styles, weight)
         scales = scales * dcoefs.unsqueeze(2)
     if transposed:
         weight, scales = weight.transpose(0, 1), scales.transpose(1, 2)  # (I, O, k, k), (B, I, O)
@@ -236,11 +256,11 @@ WINOGRAD_MIN_PIXELS = 64 * 64
 
 
 def _use_winograd(x: torch.Tensor, kernel_size: int) -> bool:
-    """The Winograd route: a 3x3 convolution of a large float32 CPU feature map, no gradient recorded."""
+    """The Winograd route: a 3x3 convolution of a large float32 CPU feature map. (With gradients
+    recorded the backward pass is the direct convolution's, as torch defines it for NNPACK.)"""
     return (
         kernel_size == 3 and x.device.type == "cpu" and x.dtype == torch.float32
-        and x.shape[-2] * x.shape[-1] >= WINOGRAD_MIN_PIXELS
-        and not torch.is_grad_enabled() and winograd_available()
+        and x.shape[-2] * x.shape[-1] >= WINOGRAD_MIN_PIXELS and winograd_available()
     )
 
 
@@ -280,13 +300,13 @@ def _winograd_conv(
     scales = styles * gain  # (B, I)
     weight = weight.to(x.dtype)
     if demodulate:
-        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # (B, O)
+        dcoefs = demodulation(styles, weight)
     bias = bias if bias is not None else x.new_zeros(weight.shape[0])
     outputs = []
     for index, sample in enumerate(x.split(1)):
         w = weight * scales[index].view(1, -1, 1, 1)
         if demodulate:
-            w = w.mul_(dcoefs[index].view(-1, 1, 1, 1))
+            w = w * dcoefs[index].view(-1, 1, 1, 1) if torch.is_grad_enabled() else w.mul_(dcoefs[index].view(-1, 1, 1, 1))
         outputs.append(torch._nnpack_spatial_convolution(sample, w, bias, [1, 1]))
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
@@ -323,10 +343,11 @@ def modulated_conv2d_fast(
     One ordinary convolution per sample instead of a grouped one, the bias fused into the
     convolution. Two routes:
 
-    - 3x3 convolutions without upsampling of large float32 feature maps on a CPU, with no gradient
-      recorded, run NNPACK's Winograd F(6x6, 3x3) algorithm (about 2.5x faster than oneDNN's direct
-      convolution at 64x64 and up). Contiguous (NCHW) output; each convolution differs from the
-      direct one by ~1e-5 relative (Winograd's transforms round differently).
+    - 3x3 convolutions without upsampling of large float32 feature maps on a CPU run NNPACK's
+      Winograd F(6x6, 3x3) algorithm (about 2.5x faster than oneDNN's direct convolution at 64x64
+      and up; the backward pass, when gradients are recorded, is the direct convolution's).
+      Contiguous (NCHW) output; each convolution differs from the direct one by ~1e-5 relative
+      (Winograd's transforms round differently).
     - everything else: channels-last tensors (oneDNN's fast layout on CPU, tensor cores' on GPU),
       the upsampling's FIR filter as one padded depthwise convolution (no padded copy).
       Channels-last output, equal to ``modulated_conv2d(...) * gain + bias`` up to float32 rounding.
