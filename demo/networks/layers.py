@@ -297,17 +297,11 @@ def _winograd_conv(
     """:func:`modulated_conv2d_fast` (3x3, no upsampling) through NNPACK's Winograd convolution, which
     reads and writes contiguous (NCHW) tensors."""
     x = to_memory_format(x, torch.contiguous_format)
-    scales = styles * gain  # (B, I)
-    weight = weight.to(x.dtype)
-    if demodulate:
-        dcoefs = demodulation(styles, weight)
     bias = bias if bias is not None else x.new_zeros(weight.shape[0])
-    outputs = []
-    for index, sample in enumerate(x.split(1)):
-        w = weight * scales[index].view(1, -1, 1, 1)
-        if demodulate:
-            w = w * dcoefs[index].view(-1, 1, 1, 1) if torch.is_grad_enabled() else w.mul_(dcoefs[index].view(-1, 1, 1, 1))
-        outputs.append(torch._nnpack_spatial_convolution(sample, w, bias, [1, 1]))
+    weights = _modulate_channels_last(weight, styles, demodulate=demodulate, gain=gain, dtype=x.dtype)
+    outputs = [
+        torch._nnpack_spatial_convolution(sample, w.contiguous(), bias, [1, 1]) for sample, w in zip(x.split(1), weights)
+    ]
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
