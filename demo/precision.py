@@ -15,11 +15,9 @@ The measured error of each precision against float32 is in README ("Speed") and 
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import torch
 
+from demo.devices import cpu_field
 from demo.errors import InputError
 
 #: precisions a generator can run at
@@ -30,14 +28,9 @@ CHOICES = ("auto", *PRECISIONS)
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-@functools.cache
 def cpu_has_native_bf16() -> bool:
     """True when this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); read from /proc/cpuinfo."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    flags = cpu_field("flags").split()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 

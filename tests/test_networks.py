@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from demo.cameras import Camera, camera_from_angles
 from demo.config import GeneratorConfig, MappingConfig, RenderConfig, SuperResConfig, SynthesisConfig
+from demo.networks import eg3d
 from demo.networks.eg3d import TriplaneDecoder, TriplaneGenerator
 from demo.networks.layers import (
     FullyConnectedLayer,
@@ -308,6 +309,16 @@ def test_decoder_reference_and_range(tiny_generator):
     torch.testing.assert_close(sigma_perm, sigma, atol=1e-5, rtol=1e-5)
     huge = decoder(torch.randn(1, 3, 50, 32, generator=seeded(11)) * 1e4)[1]
     assert huge.min() >= -0.001 - 1e-6 and huge.max() <= 1.001 + 1e-6
+
+
+@pytest.mark.parametrize("intel", [True, False], ids=["exp-log", "torch"])
+def test_inference_softplus_matches_torch_on_either_route(monkeypatch, intel):
+    monkeypatch.setattr(eg3d, "cpu_is_intel", lambda: intel)
+    x = torch.randn(4096, 64, generator=seeded(12)) * 6
+    for values in (x, x.clamp(max=19.9), torch.empty(0, 64)):  # beyond the threshold, below it, empty
+        out = eg3d.softplus_(values.clone())
+        assert out.dtype == torch.float32 and out.shape == values.shape
+        torch.testing.assert_close(out.double(), F.softplus(values.double()), atol=1e-6, rtol=1e-6)
 
 
 # --- the tiny generator ---------------------------------------------------------------------------

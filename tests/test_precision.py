@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from demo import cli, precision
+from demo import cli, devices, precision
 from demo.errors import InputError
 from demo.tasks.sample import default_conditioning
 from demo.weights.store import build_tiny_generator, load_generator
@@ -43,17 +43,29 @@ def test_resolution_per_device(bf16_cpu):
     assert precision.compute_dtype("bf16") is torch.bfloat16
 
 
+def _fake_cpuinfo(monkeypatch, path, text):
+    monkeypatch.setattr(devices, "CPUINFO", path)
+    if text is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(text)
+    devices.cpu_field.cache_clear()
+
+
 def test_cpuinfo_flags_are_read(monkeypatch, tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
-    monkeypatch.setattr(precision, "Path", lambda _: cpuinfo)
-    for flags, expected in (("fpu avx512f amx_bf16 amx_tile", True), ("fpu avx512f avx512_bf16", True), ("fpu avx2 fma", False)):
-        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-        precision.cpu_has_native_bf16.cache_clear()
-        assert precision.cpu_has_native_bf16() is expected
-    cpuinfo.unlink()
-    precision.cpu_has_native_bf16.cache_clear()
-    assert precision.cpu_has_native_bf16() is False  # no /proc/cpuinfo: assume none
-    precision.cpu_has_native_bf16.cache_clear()
+    try:
+        for flags, expected in (("fpu avx512f amx_bf16 amx_tile", True), ("fpu avx512f avx512_bf16", True), ("fpu avx2 fma", False)):
+            _fake_cpuinfo(monkeypatch, cpuinfo, f"processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: {flags}\n")
+            assert precision.cpu_has_native_bf16() is expected
+            assert devices.cpu_is_intel() is False
+        _fake_cpuinfo(monkeypatch, cpuinfo, "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu avx2\n")
+        assert devices.cpu_is_intel() is True
+        _fake_cpuinfo(monkeypatch, cpuinfo, None)
+        assert precision.cpu_has_native_bf16() is False  # no /proc/cpuinfo: assume none
+        assert devices.cpu_is_intel() is False
+    finally:
+        devices.cpu_field.cache_clear()
 
 
 def _levels(image: torch.Tensor) -> np.ndarray:
