@@ -125,3 +125,19 @@ def test_cli_precision_is_recorded_and_checked(bf16_cpu, tmp_path, capsys):
     bf16_cpu(False)
     assert cli.main(["generate", "--model", "tiny", "--seeds", "1", "--outdir", str(out), "--precision", "bf16"]) == 2
     assert "bf16 is not native on cpu" in capsys.readouterr().err
+
+
+def test_every_command_offers_exactly_the_library_precisions():
+    """The CLI spells its --precision choices out (importing demo.precision would import torch at
+    start-up); they must stay the library's."""
+    parser = cli.build_parser()
+    commands = next(action for action in parser._actions if action.choices and isinstance(action.choices, dict)).choices
+    offered = {
+        name: action.choices
+        for name, sub in commands.items()
+        for action in sub._actions
+        if "--precision" in action.option_strings
+    }
+    assert offered, "no command takes --precision"
+    for name, choices in offered.items():
+        assert tuple(choices) == precision.CHOICES, name
