@@ -14,6 +14,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from demo.cameras import camera_from_angles
 from demo.config import RenderConfig
@@ -28,6 +29,7 @@ from demo.networks.layers import (
     upsample_2x,
     upsample_2x_fast,
     winograd_available,
+    winograd_conv3x3,
 )
 from demo.render import renderer
 from demo.render.compositing import composite, composite_merged
@@ -345,13 +347,46 @@ def test_modulated_conv2d_fast_equals_plain(kernel, up, demodulate, batch):
         assert_relative_close(fast_grad, plain_grad, rtol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("size", [(5, 7), (64, 66)], ids=["small", "winograd-size"])
+@pytest.mark.parametrize("demodulate", [True, False])
+@pytest.mark.parametrize(("kernel", "up"), CONV_CASES, ids=["3x3", "3x3-up", "1x1"])
+def test_frozen_weight_route_gives_the_plain_values_and_gradients(kernel, up, demodulate, size):
+    """With a frozen weight and gradients recorded (projection into W) the styles scale the
+    activations instead of the weights: the same values, and the same gradients for the
+    activations, styles and bias, as the plain per-sample convolution."""
+    g = seeded(32)
+    x = torch.randn(2, 6, *size, generator=g)
+    weight = torch.randn(4, 6, kernel, kernel, generator=g)
+    styles, bias = torch.randn(2, 6, generator=g) + 1, torch.randn(4, generator=g)
+    kwargs = {"demodulate": demodulate, "up": up, "resample_filter": binomial_filter()}
+    upstream = None
+    grads = []
+    for fast in (True, False):
+        leaves = [t.clone().requires_grad_(True) for t in (x, styles, bias)]
+        xs, ss, bs = leaves
+        if fast:
+            y = modulated_conv2d_fast(xs, weight, ss, gain=1.5, bias=bs, **kwargs)
+            assert y.grad_fn is not None and not weight.requires_grad
+        else:
+            y = modulated_conv2d(xs.double(), weight.double(), ss.double(), **kwargs) * 1.5 + bs.double().view(1, -1, 1, 1)
+        upstream = torch.randn(y.shape, generator=seeded(33), dtype=y.dtype) if upstream is None else upstream.double()
+        grads.append(torch.autograd.grad((y * upstream).sum(), leaves))
+        if fast:
+            actual = y.detach()
+        else:
+            assert_relative_close(actual.double(), y.detach(), rtol=2e-5)
+    for name, fast_grad, plain_grad in zip(("x", "styles", "bias"), *grads):
+        assert_relative_close(fast_grad.double(), plain_grad.double(), rtol=5e-5, msg=name)
+
+
 @pytest.mark.skipif(not winograd_available(), reason="torch was built without NNPACK")
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
 def test_winograd_route_matches_direct_convolution(batch, layout):
     """From 64x64 up, float32 3x3 convolutions take NNPACK's Winograd route: NCHW output, within
     Winograd's rounding (~1e-5 relative) of the float64 direct convolution; with gradients recorded
-    the gradients are the direct convolution's."""
+    the gradients agree with the direct convolution's (the input gradient is a Winograd
+    convolution too)."""
     g = seeded(30)
     x = torch.randn(batch, 16, 64, 72, generator=g).contiguous(memory_format=layout)
     weight, styles, bias = torch.randn(8, 16, 3, 3, generator=g), torch.randn(batch, 16, generator=g) + 1, torch.randn(8, generator=g)
@@ -377,6 +412,30 @@ def test_winograd_route_matches_direct_convolution(batch, layout):
         assert_relative_close(fast_grad, plain_grad, rtol=1e-4, msg=name)
 
 
+@pytest.mark.skipif(not winograd_available(), reason="torch was built without NNPACK")
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("needs", ["x", "weight", "all"])
+def test_winograd_conv3x3_is_conv2d_with_its_gradients(needs, with_bias):
+    """Values and whichever gradients are asked for, against the float64 direct convolution."""
+    g = seeded(34)
+    tensors = [torch.randn(2, 5, 17, 23, generator=g), torch.randn(7, 5, 3, 3, generator=g), torch.randn(7, generator=g)]
+    wants = [needs in ("x", "all"), needs in ("weight", "all"), with_bias and needs == "all"]
+    upstream = torch.randn(2, 7, 17, 23, generator=g)
+    results = []
+    for dtype in (torch.float32, torch.float64):
+        leaves = [t.to(dtype).requires_grad_(want) for t, want in zip(tensors, wants)]
+        x, weight, bias = leaves[0], leaves[1], leaves[2] if with_bias else None
+        y = winograd_conv3x3(x, weight, bias) if dtype == torch.float32 else F.conv2d(x, weight, bias, padding=1)
+        grads = torch.autograd.grad((y * upstream.to(dtype)).sum(), [t for t, want in zip(leaves, wants) if want])
+        results.append((y, grads))
+    (y, grads), (expected, expected_grads) = results
+    assert y.dtype == torch.float32 and y.is_contiguous() and y.shape == expected.shape
+    assert_relative_close(y.double(), expected.detach(), rtol=2e-5)
+    assert len(grads) == sum(wants)
+    for grad, expected_grad in zip(grads, expected_grads):
+        assert_relative_close(grad.double(), expected_grad, rtol=2e-5)
+
+
 @pytest.mark.parametrize("target", [torch.contiguous_format, torch.channels_last], ids=["to-nchw", "to-nhwc"])
 def test_to_memory_format_is_an_exact_relayout(target):
     source = torch.contiguous_format if target == torch.channels_last else torch.channels_last
@@ -384,9 +443,14 @@ def test_to_memory_format_is_an_exact_relayout(target):
     y = to_memory_format(x.contiguous(memory_format=source), target)
     assert y.is_contiguous(memory_format=target)
     assert torch.equal(y, x)
-    leaf = x.clone().requires_grad_(True)
-    (to_memory_format(leaf, target) * x).sum().backward()  # differentiable: the gradient is the upstream
-    assert torch.equal(leaf.grad, x)
+    leaf = x.clone().contiguous(memory_format=source).requires_grad_(True)
+    y = to_memory_format(leaf, target)
+    # Differentiable in one step (recorded block by block, the backward pass would add a full-size
+    # gradient per block): the gradient is the upstream, back in the input's layout.
+    assert y.is_contiguous(memory_format=target) and type(y.grad_fn).__name__ == "_RelayoutBackward"
+    assert y.grad_fn.next_functions[0][0] is not None and "AccumulateGrad" in y.grad_fn.next_functions[0][0].name()
+    (y * x).sum().backward()
+    assert torch.equal(leaf.grad, x) and leaf.grad.is_contiguous(memory_format=source)
 
 
 def test_upsample_2x_fast_equals_plain():

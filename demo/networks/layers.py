@@ -256,8 +256,8 @@ WINOGRAD_MIN_PIXELS = 64 * 64
 
 
 def _use_winograd(x: torch.Tensor, kernel_size: int) -> bool:
-    """The Winograd route: a 3x3 convolution of a large float32 CPU feature map. (With gradients
-    recorded the backward pass is the direct convolution's, as torch defines it for NNPACK.)"""
+    """The Winograd route: a 3x3 convolution of a large float32 CPU feature map (forward and input
+    gradient, :func:`winograd_conv3x3`)."""
     return (
         kernel_size == 3 and x.device.type == "cpu" and x.dtype == torch.float32
         and x.shape[-2] * x.shape[-1] >= WINOGRAD_MIN_PIXELS and winograd_available()
@@ -272,10 +272,18 @@ def to_memory_format(x: torch.Tensor, memory_format: torch.memory_format) -> tor
     """``x.contiguous(memory_format=...)`` for a 4-D CPU tensor, in blocks of pixels that stay in cache.
 
     Between the two layouts each pixel's channels are transposed; torch's strided copy does it
-    about 2x slower than these block transposes on large feature maps.
+    about 2x slower than these block transposes on large feature maps. Differentiable: the
+    gradient is relaid out back the same way, in one step.
     """
     if x.is_contiguous(memory_format=memory_format) or x.device.type != "cpu" or x.ndim != 4:
         return x.contiguous(memory_format=memory_format)
+    if torch.is_grad_enabled() and x.requires_grad:
+        # Recorded block by block, the backward pass would add a full-size gradient per block.
+        return _Relayout.apply(x, memory_format)
+    return _block_relayout(x, memory_format)
+
+
+def _block_relayout(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
     batch, channels, height, width = x.shape
     out = torch.empty_like(x, memory_format=memory_format)
     pixels = height * width
@@ -291,17 +299,63 @@ def to_memory_format(x: torch.Tensor, memory_format: torch.memory_format) -> tor
     return out
 
 
+class _Relayout(torch.autograd.Function):
+    """:func:`to_memory_format` as one autograd step; the gradient goes back to the input's layout."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
+        ctx.source = next(
+            (fmt for fmt in (torch.contiguous_format, torch.channels_last) if x.is_contiguous(memory_format=fmt)), None
+        )
+        return _block_relayout(x, memory_format)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return (grad if ctx.source is None else to_memory_format(grad, ctx.source)), None
+
+
+class _WinogradConv3x3(torch.autograd.Function):
+    """A 3x3 convolution (stride 1, padding 1) through NNPACK's Winograd algorithm, its input
+    gradient too: that gradient is the convolution of the output gradient with the kernel flipped
+    and its channel axes swapped. The weight and bias gradients are torch's direct ones.
+    Contiguous (NCHW) tensors in and out."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] else None, weight)
+        bias = bias if bias is not None else x.new_zeros(weight.shape[0])
+        return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            flipped = weight.flip(2, 3).transpose(0, 1).contiguous()
+            grad_x = torch._nnpack_spatial_convolution(grad, flipped, grad.new_zeros(flipped.shape[0]), [1, 1])
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.nn.grad.conv2d_weight(x, weight.shape, grad, padding=1)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum((0, 2, 3))
+        return grad_x, grad_weight, grad_bias
+
+
+def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=1)`` for 3x3 float32 CPU tensors through NNPACK's Winograd
+    algorithm, forward and input gradient (see :func:`winograd_available`); NCHW output."""
+    return _WinogradConv3x3.apply(to_memory_format(x, torch.contiguous_format), weight.contiguous(), bias)
+
+
 def _winograd_conv(
     x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool, gain: float, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """:func:`modulated_conv2d_fast` (3x3, no upsampling) through NNPACK's Winograd convolution, which
     reads and writes contiguous (NCHW) tensors."""
     x = to_memory_format(x, torch.contiguous_format)
-    bias = bias if bias is not None else x.new_zeros(weight.shape[0])
     weights = _modulate_channels_last(weight, styles, demodulate=demodulate, gain=gain, dtype=x.dtype)
-    outputs = [
-        torch._nnpack_spatial_convolution(sample, w.contiguous(), bias, [1, 1]) for sample, w in zip(x.split(1), weights)
-    ]
+    outputs = [winograd_conv3x3(sample, w, bias) for sample, w in zip(x.split(1), weights)]
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
 
 
@@ -321,6 +375,46 @@ def _pointwise_conv_nchw(
     return outputs[0] if batch == 1 else torch.cat(outputs)
 
 
+def _fir_weight(resample_filter: torch.Tensor, channels: int, dtype: torch.dtype) -> torch.Tensor:
+    """The upsampling FIR filter (gain 4) as a depthwise convolution weight (channels, 1, 4, 4)."""
+    return (resample_filter * 4).to(dtype).flip([0, 1])[None, None].repeat(channels, 1, 1, 1)
+
+
+def _modulated_activations_conv(
+    x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool, up: bool,
+    resample_filter: torch.Tensor | None, gain: float, bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """:func:`modulated_conv2d_fast` for a frozen ``weight`` with gradients recorded (projection into
+    W, losses through a fixed generator): one ordinary convolution by ``weight`` for the whole
+    batch, the styles scaling its input channels and the demodulation its output channels,
+    conv(x, W * s * d) = d * conv(x * s, W). Its backward pass needs only the convolution's input
+    gradient; per-sample weights would also need the weight gradient, as costly as the convolution.
+    """
+    batch, in_channels = x.shape[:2]
+    out_channels, _, kh, _ = weight.shape
+    dtype = x.dtype
+    w = weight.to(dtype)
+    scale = (styles * gain).to(dtype).view(batch, in_channels, 1, 1)
+    if not up and _use_winograd(x, kh):
+        y = winograd_conv3x3(to_memory_format(x, torch.contiguous_format) * scale, w)
+    elif kh == 1 and not up and x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last):
+        y = F.conv2d(x * scale, w)
+    else:
+        x = to_memory_format(x, torch.channels_last) * scale
+        w = w.contiguous(memory_format=torch.channels_last)
+        if up:
+            assert resample_filter is not None and kh == 3, "upsampling convolutions are 3x3 with a filter"
+            y = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)  # 2H + 1 samples, filtered back to 2H
+            y = F.conv2d(y, _fir_weight(resample_filter, out_channels, dtype), padding=1, groups=out_channels)
+        else:
+            y = F.conv2d(x, w, padding=kh // 2)
+    bias = bias.view(1, -1, 1, 1) if bias is not None else None
+    if not demodulate:
+        return y if bias is None else y + bias
+    coefficients = demodulation(styles, weight).to(dtype).view(batch, out_channels, 1, 1)
+    return y * coefficients if bias is None else torch.addcmul(bias, y, coefficients)
+
+
 def modulated_conv2d_fast(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -335,11 +429,17 @@ def modulated_conv2d_fast(
     """:func:`modulated_conv2d` times ``gain``, plus ``bias`` (O,), laid out for speed.
 
     One ordinary convolution per sample instead of a grouped one, the bias fused into the
-    convolution. Two routes:
+    convolution. Three routes:
 
+    - a frozen ``weight`` (``requires_grad`` False) with gradients recorded, as when projecting into
+      W: the styles scale the activations instead of the weights (one convolution for the batch),
+      so the backward pass skips the weight gradient (:func:`_modulated_activations_conv`; large
+      float32 maps take the Winograd convolution below). Not for float16, whose modulation needs
+      the official pre-scaling of the weights.
     - 3x3 convolutions without upsampling of large float32 feature maps on a CPU run NNPACK's
       Winograd F(6x6, 3x3) algorithm (about 2.5x faster than oneDNN's direct convolution at 64x64
-      and up; the backward pass, when gradients are recorded, is the direct convolution's).
+      and up), the input gradient too when gradients are recorded (the weight gradient is the
+      direct convolution's).
       Contiguous (NCHW) output; each convolution differs from the direct one by ~1e-5 relative
       (Winograd's transforms round differently).
     - everything else: channels-last tensors (oneDNN's fast layout on CPU, tensor cores' on GPU),
@@ -348,6 +448,10 @@ def modulated_conv2d_fast(
     """
     out_channels, _, kh, kw = weight.shape
     bias = bias.to(x.dtype) if bias is not None else None
+    if torch.is_grad_enabled() and not weight.requires_grad and x.dtype != torch.float16:
+        return _modulated_activations_conv(
+            x, weight, styles, demodulate=demodulate, up=up, resample_filter=resample_filter, gain=gain, bias=bias
+        )
     if not up and _use_winograd(x, kh):
         return _winograd_conv(x, weight, styles, demodulate=demodulate, gain=gain, bias=bias)
     if kh == 1 and not up and x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last):
@@ -355,7 +459,7 @@ def modulated_conv2d_fast(
     x = to_memory_format(x, torch.channels_last)
     if up:
         assert resample_filter is not None and kh == 3 and kw == 3, "upsampling convolutions are 3x3 with a filter"
-        fir = (resample_filter * 4).to(x.dtype).flip([0, 1])[None, None].repeat(out_channels, 1, 1, 1)
+        fir = _fir_weight(resample_filter, out_channels, x.dtype)
     outputs = []
     weights = _modulate_channels_last(weight, styles, demodulate=demodulate, gain=gain, dtype=x.dtype, transposed=up)
     for sample, sample_w in zip(x.split(1), weights):
