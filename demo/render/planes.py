@@ -149,7 +149,38 @@ class PlaneTable:
             weights = (pair[:, axis].unsqueeze(2) * weights.unsqueeze(1)).flatten(1, 2)
         per_point = torch.empty(count, num_planes, corners, dtype=weights.dtype, device=weights.device)
         per_point.permute(1, 2, 0).copy_(weights)
-        features = torch.nn.functional.embedding_bag(
-            index.view(count, -1), self.table, per_sample_weights=per_point.view(count, -1), mode="sum"
-        )
+        features = weighted_row_sum(self.table, index.view(count, -1), per_point.view(count, -1))
         return features.view(batch, num_points, self.channels)
+
+
+def weighted_row_sum(table: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """out[n] = sum_j weights[n, j] * table[index[n, j]]: (R, C), (N, K), (N, K) -> (N, C).
+
+    ``embedding_bag`` in sum mode; differentiable, with the table's gradient scattered one corner
+    column at a time (``index_add_``): torch's own embedding_bag backward sorts every index first,
+    about twice as slow on CPU.
+    """
+    if torch.is_grad_enabled() and (table.requires_grad or weights.requires_grad):
+        return _WeightedRowSum.apply(table, index, weights)
+    return F.embedding_bag(index, table, per_sample_weights=weights, mode="sum")
+
+
+class _WeightedRowSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(table if ctx.needs_input_grad[2] else None, index, weights)
+        ctx.table_shape = table.shape
+        return F.embedding_bag(index, table, per_sample_weights=weights, mode="sum")
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, torch.Tensor | None]:
+        table, index, weights = ctx.saved_tensors
+        grad_table = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            grad_table = grad.new_zeros(ctx.table_shape)
+            for column in range(index.shape[1]):  # int64 indices: index_add_ is several times slower with int32
+                grad_table.index_add_(0, index[:, column].long(), grad * weights[:, column : column + 1])
+        if ctx.needs_input_grad[2]:
+            grad_weights = (table[index.long()] * grad.unsqueeze(1)).sum(-1)
+        return grad_table, None, grad_weights
