@@ -14,13 +14,16 @@ costs measured once (w_avg from 10k z, the three PSNR renders, the weight finger
 
 Usage: ``python benchmarks/bench_invert.py [--device cuda] [--repeats 3] [--resolution 128]``.
 
-No GPU was available when this was written. CPU runs (2 cores, torch 2.13): render 9.6 s (12.9 s
-in a first run), projection step 26.0 s, PTI step 26.6 s, encoders (512² crop, batch 1) 306 ms conv /
-148 ms ViT, w_avg 0.6 s, fingerprint 0.4 s. So an optimisation step costs about 2.7 renders. The
-``fast`` preset (100 + 100 steps) was sized from that ratio: EG3D's plain-PyTorch forward pass runs
-at 33-40 ms on an RTX 3090 (25-30 per second, ``../shared/docs/field.md``), giving ~100 ms per step
-and ~20 s for 200 steps, which leaves a 60 s ZeroGPU slot (an H200 slice, not slower) room for the
-model transfer, the encoder and a preview render. Run this script on the GPU to replace the estimate.
+No GPU was available when this was written. CPU run (2-core AMD EPYC, Zen 4, torch 2.13,
+``--warmup 1 --repeats 2``): render 1.65 s, projection step 5.0 s (raw 2.8 s), PTI step 8.4 s; bf16:
+render 1.28 s, projection 3.9 s (raw 2.5 s), PTI 7.8 s; encoders (512² crop, batch 1) 188 ms conv /
+105 ms ViT. So a projection step costs about three renders and a tuning step five (the first CPU
+runs, before gradients through a frozen generator skipped the weight gradients, had 26 s per step).
+The ``fast`` preset (100 + 100 steps) is sized from those ratios: EG3D's plain-PyTorch forward pass
+runs at 33-40 ms on an RTX 3090 (25-30 per second, ``../shared/docs/field.md``), giving ~0.1 s and
+~0.17 s per step and ~27 s for 200 steps, which leaves a 60 s ZeroGPU slot (an H200 slice, not
+slower) room for the model transfer, the encoder and a preview render. Run this script on the GPU to
+replace the estimate.
 """
 
 from __future__ import annotations

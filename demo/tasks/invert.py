@@ -40,15 +40,15 @@ preset         projection   PTI    patience    intended for
 alone). ``time_budget_s`` stops early when time runs out, keeping what was reached. The stages are
 :func:`project` and :func:`tune`; :func:`invert` runs both and measures PSNR before and after.
 
-Timing (``benchmarks/bench_invert.py``, full-size FFHQ-512 config): on a 2-core CPU a render takes
-about 10 s and a projection or PTI step about 26 s (2.7 renders), so the presets are GPU-only. No
-GPU was available to measure; EG3D's plain-PyTorch forward pass runs at 33-40 ms on an RTX 3090
-(``../shared/docs/field.md``), so with the CPU's ratio a step is ~100 ms there and ``fast``
-(200 steps) ~20 s plus ~2 s of fixed costs (w_avg, fingerprint, three PSNR renders): within a 60 s
-ZeroGPU slot with room for the model transfer and a preview. ``balanced`` (~55 s there) is for a
-120 s slot, ``best`` (~85 s) for local GPUs. Replace these estimates with the script's output on
-the target GPU. A later CPU run (another job on one core) gave 39 s per projection step, 27 s with
-``raw_projection`` and 45 s per tuning step, with no gain from bf16 (README, "Photo -> 3D").
+Timing (``benchmarks/bench_invert.py``, full-size FFHQ-512 config): on a 2-core CPU (AMD EPYC, Zen 4)
+a render takes about 1.7 s, a projection step 5.0 s (3.9 s in bf16, 2.8 s with ``raw_projection``) and
+a tuning step 8.4 s, so ``fast`` takes about 20 minutes there (README, "Photo -> 3D", has the table).
+No GPU was available to measure; EG3D's plain-PyTorch forward pass runs at 33-40 ms on an RTX 3090
+(``../shared/docs/field.md``), so with the CPU's ratios (a projection step costs about three renders,
+a tuning step five) the steps take ~0.1 s and ~0.17 s there and ``fast`` ~27 s plus ~2 s of fixed costs
+(w_avg, fingerprint, three PSNR renders): within a 60 s ZeroGPU slot with room for the model transfer
+and a preview. ``balanced`` (~75 s there) is for a 120 s slot, ``best`` (~110 s) for local GPUs.
+Replace these estimates with the script's output on the target GPU.
 
 Results
 -------
