@@ -52,7 +52,9 @@ def _frames(mode: str, count: int) -> tuple[list[int], list[int]]:
     return [int(v) for v in faults.split()], [int(v) for v in sizes.split()]
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or sys.platform != "linux", reason="mallopt is glibc's; /proc is Linux's")
+@pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc" or sys.platform != "linux", reason="mallopt is glibc's; /proc is Linux's"
+)
 def test_freed_cpu_memory_is_reused_and_stays_bounded():
     """By default glibc unmaps every freed block above 32 MB, so each frame faults its ~480 MB in
     again (~120k pages). With the setting the heap settles within a few frames (a freed block

@@ -388,7 +388,8 @@ def test_frozen_weight_route_gives_the_plain_values_and_gradients(kernel, up, de
             y = modulated_conv2d_fast(xs, weight, ss, gain=1.5, bias=bs, **kwargs)
             assert y.grad_fn is not None and not weight.requires_grad
         else:
-            y = modulated_conv2d(xs.double(), weight.double(), ss.double(), **kwargs) * 1.5 + bs.double().view(1, -1, 1, 1)
+            y = modulated_conv2d(xs.double(), weight.double(), ss.double(), **kwargs) * 1.5
+            y = y + bs.double().view(1, -1, 1, 1)
         upstream = torch.randn(y.shape, generator=seeded(33), dtype=y.dtype) if upstream is None else upstream.double()
         grads.append(torch.autograd.grad((y * upstream).sum(), leaves))
         if fast:

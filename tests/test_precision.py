@@ -55,7 +55,8 @@ def _fake_cpuinfo(monkeypatch, path, text):
 def test_cpuinfo_flags_are_read(monkeypatch, tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     try:
-        for flags, expected in (("fpu avx512f amx_bf16 amx_tile", True), ("fpu avx512f avx512_bf16", True), ("fpu avx2 fma", False)):
+        cases = (("fpu avx512f amx_bf16 amx_tile", True), ("fpu avx512f avx512_bf16", True), ("fpu avx2 fma", False))
+        for flags, expected in cases:
             _fake_cpuinfo(monkeypatch, cpuinfo, f"processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: {flags}\n")
             assert precision.cpu_has_native_bf16() is expected
             assert devices.cpu_is_intel() is False

@@ -431,11 +431,11 @@ def modulated_conv2d_fast(
     One ordinary convolution per sample instead of a grouped one, the bias fused into the
     convolution. Three routes:
 
-    - a frozen ``weight`` (``requires_grad`` False) with gradients recorded, as when projecting into
-      W: the styles scale the activations instead of the weights (one convolution for the batch),
-      so the backward pass skips the weight gradient (:func:`_modulated_activations_conv`; large
-      float32 maps take the Winograd convolution below). Not for float16, whose modulation needs
-      the official pre-scaling of the weights.
+    - a frozen ``weight`` (``requires_grad`` False) with gradients recorded for the activations or
+      the styles, as when projecting into W: the styles scale the activations instead of the
+      weights (one convolution for the batch), so the backward pass skips the weight gradient
+      (:func:`_modulated_activations_conv`; large float32 maps take the Winograd convolution
+      below). Not for float16, whose modulation needs the official pre-scaling of the weights.
     - 3x3 convolutions without upsampling of large float32 feature maps on a CPU run NNPACK's
       Winograd F(6x6, 3x3) algorithm (about 2.5x faster than oneDNN's direct convolution at 64x64
       and up), the input gradient too when gradients are recorded (the weight gradient is the
@@ -448,7 +448,8 @@ def modulated_conv2d_fast(
     """
     out_channels, _, kh, kw = weight.shape
     bias = bias.to(x.dtype) if bias is not None else None
-    if torch.is_grad_enabled() and not weight.requires_grad and x.dtype != torch.float16:
+    frozen = not weight.requires_grad and (x.requires_grad or styles.requires_grad)
+    if frozen and torch.is_grad_enabled() and x.dtype != torch.float16:
         return _modulated_activations_conv(
             x, weight, styles, demodulate=demodulate, up=up, resample_filter=resample_filter, gain=gain, bias=bias
         )
