@@ -380,6 +380,18 @@ def _fir_weight(resample_filter: torch.Tensor, channels: int, dtype: torch.dtype
     return (resample_filter * 4).to(dtype).flip([0, 1])[None, None].repeat(channels, 1, 1, 1)
 
 
+def _channels_last_conv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, fir: torch.Tensor | None
+) -> torch.Tensor:
+    """One ordinary convolution of channels-last ``x``: 'same' padding, or with ``fir`` (the upsampling
+    filter, :func:`_fir_weight`) a stride-2 transposed convolution, ``weight`` (I, O, 3, 3) as
+    ``conv_transpose2d`` takes it, whose 2H + 1 samples the filter brings back to 2H."""
+    if fir is None:
+        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
+    y = F.conv_transpose2d(x, weight, stride=2)
+    return F.conv2d(y, fir, bias, padding=1, groups=fir.shape[0])
+
+
 def _modulated_activations_conv(
     x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool, up: bool,
     resample_filter: torch.Tensor | None, gain: float, bias: torch.Tensor | None,
@@ -400,14 +412,11 @@ def _modulated_activations_conv(
     elif kh == 1 and not up and x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last):
         y = F.conv2d(x * scale, w)
     else:
+        assert not up or (resample_filter is not None and kh == 3), "upsampling convolutions are 3x3 with a filter"
         x = to_memory_format(x, torch.channels_last) * scale
         w = w.contiguous(memory_format=torch.channels_last)
-        if up:
-            assert resample_filter is not None and kh == 3, "upsampling convolutions are 3x3 with a filter"
-            y = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)  # 2H + 1 samples, filtered back to 2H
-            y = F.conv2d(y, _fir_weight(resample_filter, out_channels, dtype), padding=1, groups=out_channels)
-        else:
-            y = F.conv2d(x, w, padding=kh // 2)
+        fir = _fir_weight(resample_filter, out_channels, dtype) if up else None
+        y = _channels_last_conv(x, w.transpose(0, 1) if up else w, None, fir=fir)
     bias = bias.view(1, -1, 1, 1) if bias is not None else None
     if not demodulate:
         return y if bias is None else y + bias
@@ -460,17 +469,9 @@ def modulated_conv2d_fast(
     x = to_memory_format(x, torch.channels_last)
     if up:
         assert resample_filter is not None and kh == 3 and kw == 3, "upsampling convolutions are 3x3 with a filter"
-        fir = _fir_weight(resample_filter, out_channels, x.dtype)
-    outputs = []
+    fir = _fir_weight(resample_filter, out_channels, x.dtype) if up else None
     weights = _modulate_channels_last(weight, styles, demodulate=demodulate, gain=gain, dtype=x.dtype, transposed=up)
-    for sample, sample_w in zip(x.split(1), weights):
-        if not up:
-            y = F.conv2d(sample, sample_w, bias, padding=kh // 2)
-        else:
-            # 2H + 1 samples, filtered back to 2H.
-            y = F.conv_transpose2d(sample, sample_w, stride=2)
-            y = F.conv2d(y, fir, bias, padding=1, groups=out_channels)
-        outputs.append(y)
+    outputs = [_channels_last_conv(sample, sample_w, bias, fir=fir) for sample, sample_w in zip(x.split(1), weights)]
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs).contiguous(memory_format=torch.channels_last)
 
 
