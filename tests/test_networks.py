@@ -319,6 +319,9 @@ def test_inference_softplus_matches_torch_on_either_route(monkeypatch, intel):
         out = eg3d.softplus_(values.clone())
         assert out.dtype == torch.float32 and out.shape == values.shape
         torch.testing.assert_close(out.double(), F.softplus(values.double()), atol=1e-6, rtol=1e-6)
+    # The route taken: exp-log works in place (below the threshold), torch's softplus returns a new array.
+    below = x.clamp(max=19.9)
+    assert (eg3d.softplus_(below).data_ptr() == below.data_ptr()) is intel
 
 
 # --- the tiny generator ---------------------------------------------------------------------------
